@@ -1,0 +1,1 @@
+//! CNI spec types and the skiff-bridge plugin.

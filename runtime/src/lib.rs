@@ -1,0 +1,1 @@
+//! skiff runtime: images, bundles, containers.

@@ -1,0 +1,1 @@
+//! Test support for skiff end-to-end tests.
