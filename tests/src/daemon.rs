@@ -20,19 +20,26 @@ pub struct Skiffd {
     pub config_path: PathBuf,
 }
 
-/// The skiffd binary built next to the test binary (`cargo build --bins` builds it; the test
-/// command in the Makefile does that first). `SKIFFD_BIN` overrides.
+/// The skiffd binary built next to the running test or tool (`cargo build --bins` builds it;
+/// the Makefile does that first). `SKIFFD_BIN` overrides.
 pub fn skiffd_binary() -> PathBuf {
-    if let Some(path) = std::env::var_os("SKIFFD_BIN") {
+    sibling_binary("skiffd", "SKIFFD_BIN")
+}
+
+/// A workspace binary `name` from the same target profile directory as the running executable:
+/// beside it (a tool in target/<profile>/) or one level up (a test in target/<profile>/deps/).
+/// The environment variable `env_override` wins when set.
+pub fn sibling_binary(name: &str, env_override: &str) -> PathBuf {
+    if let Some(path) = std::env::var_os(env_override) {
         return path.into();
     }
-    // target/<profile>/deps/<test binary> → target/<profile>/skiffd
     let exe = std::env::current_exe().expect("current_exe");
-    let profile_dir = exe
-        .parent()
-        .and_then(Path::parent)
-        .expect("test binary lives in target/<profile>/deps");
-    profile_dir.join("skiffd")
+    let dir = exe.parent().expect("executable has a directory");
+    let beside = dir.join(name);
+    if beside.exists() {
+        return beside;
+    }
+    dir.parent().map(|p| p.join(name)).unwrap_or(beside)
 }
 
 impl Skiffd {

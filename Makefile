@@ -1,0 +1,31 @@
+# skiff: `make demo` runs the walkthrough, `make test` runs every test. Both install what they
+# need first (scripts/install-deps.sh) on a Debian 12 machine, as root.
+
+SHELL := /bin/bash
+export PATH := $(HOME)/.cargo/bin:$(PATH)
+
+.PHONY: all deps build release lint test demo clean-test-state
+
+all: build
+
+deps:
+	scripts/install-deps.sh
+
+build:
+	cargo build --workspace --bins
+
+release:
+	cargo build --release --workspace --bins
+
+lint:
+	cargo fmt --all --check
+	cargo clippy --workspace --all-targets -- -D warnings
+
+# The end-to-end tests drive the built binaries (skiffd, skiff-oci, skiff-monitor…), so build
+# them before nextest builds the test binaries.
+test: deps lint
+	cargo build --workspace --bins
+	cargo nextest run --workspace --no-fail-fast
+
+demo: deps release
+	scripts/demo.sh
