@@ -1,0 +1,122 @@
+//! ADD/DEL latency of skiff-bridge vs the reference bridge + host-local,
+//! both exec'd the same way a runtime does (a benchmark, not a test).
+//!
+//! ```text
+//! cargo build -p skiff-cni --release
+//! sudo target/release/examples/bench [pods] [--masq]
+//! ```
+//!
+//! For each plugin: create `pods` namespaces, ADD each (timed), then DEL
+//! each (timed), and print the medians. Uses bridge `skcnibench0` and
+//! 10.213.248.0/24; needs root and /usr/lib/cni/{bridge,host-local}.
+
+use std::io::Write;
+use std::path::{Path, PathBuf};
+use std::process::{Command, Stdio};
+use std::time::{Duration, Instant};
+
+const REF_DIR: &str = "/usr/lib/cni";
+const BRIDGE: &str = "skcnibench0";
+
+fn sh(cmd: &str) {
+    let _ = Command::new("sh").arg("-c").arg(cmd).status();
+}
+
+/// Execs `bin` once with the CNI environment; returns the wall time.
+fn exec(bin: &Path, command: &str, id: &str, netns: &str, conf: &str) -> Duration {
+    let started = Instant::now();
+    let mut child = Command::new(bin)
+        .env("CNI_COMMAND", command)
+        .env("CNI_CONTAINERID", id)
+        .env("CNI_NETNS", netns)
+        .env("CNI_IFNAME", "eth0")
+        .env("CNI_PATH", REF_DIR)
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::inherit())
+        .spawn()
+        .unwrap_or_else(|e| panic!("exec {}: {e}", bin.display()));
+    if let Some(mut stdin) = child.stdin.take() {
+        let _ = stdin.write_all(conf.as_bytes());
+    }
+    let out = child.wait_with_output().expect("wait");
+    let took = started.elapsed();
+    if !out.status.success() {
+        eprintln!(
+            "{} {command} failed: {}",
+            bin.display(),
+            String::from_utf8_lossy(&out.stdout)
+        );
+    }
+    took
+}
+
+fn median(mut v: Vec<Duration>) -> Duration {
+    v.sort();
+    v[v.len() / 2]
+}
+
+/// Returns (ADD median, DEL median).
+fn run(bin: &Path, plugin_type: &str, pods: usize, masq: bool) -> (Duration, Duration) {
+    let data = std::env::temp_dir().join(format!("skcni-bench-{}", std::process::id()));
+    let conf = serde_json::json!({
+        "cniVersion": "1.0.0", "name": "skcni-bench", "type": plugin_type,
+        "bridge": BRIDGE, "isGateway": true, "ipMasq": masq,
+        "ipam": {"type": "host-local", "ranges": [[{"subnet": "10.213.248.0/24"}]],
+                 "dataDir": data},
+    })
+    .to_string();
+    let namespaces: Vec<String> = (0..pods).map(|i| format!("skcni-bench{i}")).collect();
+    for ns in &namespaces {
+        sh(&format!("ip netns add {ns}"));
+    }
+    let path = |ns: &str| format!("/run/netns/{ns}");
+    // Warm-up: the first ADD creates the bridge and chains.
+    exec(bin, "ADD", "warm", &path(&namespaces[0]), &conf);
+    exec(bin, "DEL", "warm", &path(&namespaces[0]), &conf);
+    std::thread::sleep(Duration::from_millis(500));
+
+    let adds = namespaces
+        .iter()
+        .enumerate()
+        .map(|(i, ns)| exec(bin, "ADD", &format!("b{i}"), &path(ns), &conf))
+        .collect();
+    std::thread::sleep(Duration::from_millis(500));
+    let dels = namespaces
+        .iter()
+        .enumerate()
+        .map(|(i, ns)| exec(bin, "DEL", &format!("b{i}"), &path(ns), &conf))
+        .collect();
+
+    for ns in &namespaces {
+        sh(&format!("ip netns del {ns}"));
+    }
+    sh(&format!("ip link del {BRIDGE}"));
+    sh("nft delete chain inet skiff-cni masq-skcni-bench 2>/dev/null");
+    let _ = std::fs::remove_dir_all(&data);
+    (median(adds), median(dels))
+}
+
+fn main() {
+    let args: Vec<String> = std::env::args().skip(1).collect();
+    let pods = args
+        .iter()
+        .find_map(|a| a.parse().ok())
+        .unwrap_or(20usize)
+        .max(1);
+    let masq = args.iter().any(|a| a == "--masq");
+    let ours: PathBuf = std::env::current_exe()
+        .ok()
+        .and_then(|p| Some(p.parent()?.parent()?.join("skiff-bridge")))
+        .expect("locate skiff-bridge next to the example");
+
+    let (ref_add, ref_del) = run(&Path::new(REF_DIR).join("bridge"), "bridge", pods, masq);
+    let (our_add, our_del) = run(&ours, "skiff-bridge", pods, masq);
+    println!("{pods} pods, ipMasq={masq}, medians:");
+    println!("  reference bridge+host-local  ADD {ref_add:>10.2?}  DEL {ref_del:>10.2?}");
+    println!("  skiff-bridge                 ADD {our_add:>10.2?}  DEL {our_del:>10.2?}");
+    println!(
+        "  skiff-bridge ADD = {:.2} x reference (target <= 0.33)",
+        our_add.as_secs_f64() / ref_add.as_secs_f64()
+    );
+}
