@@ -92,9 +92,45 @@ fn run(bin: &Path, plugin_type: &str, pods: usize, masq: bool) -> (Duration, Dur
         sh(&format!("ip netns del {ns}"));
     }
     sh(&format!("ip link del {BRIDGE}"));
-    sh("nft delete chain inet skiff-cni masq-skcni-bench 2>/dev/null");
+    let _ = skiff_cni::nft::delete_chains(&["masq-skcni-bench"]);
     let _ = std::fs::remove_dir_all(&data);
     (median(adds), median(dels))
+}
+
+/// The iptables-nft tables the reference plugin's ipMasq touches.
+const IPTABLES_NAT: [&str; 2] = ["ip nat", "ip6 nat"];
+
+fn table_exists(table: &str) -> bool {
+    Command::new("nft")
+        .args(["list", "table"])
+        .args(table.split(' '))
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .status()
+        .is_ok_and(|s| s.success())
+}
+
+/// Deletes the iptables-nft NAT tables that `existed` says were not there
+/// before and that hold no rule: the reference ipMasq creates the table and
+/// its POSTROUTING chain on ADD, and its DEL leaves them.
+fn remove_new_empty_nat_tables(existed: &[bool]) {
+    for (table, existed) in IPTABLES_NAT.iter().zip(existed) {
+        if *existed {
+            continue;
+        }
+        let listing = Command::new("nft")
+            .args(["-j", "list", "table"])
+            .args(table.split(' '))
+            .output();
+        let Ok(listing) = listing else { continue };
+        let doc: serde_json::Value = serde_json::from_slice(&listing.stdout).unwrap_or_default();
+        let has_rules = doc["nftables"]
+            .as_array()
+            .is_some_and(|items| items.iter().any(|i| i.get("rule").is_some()));
+        if listing.status.success() && !has_rules {
+            sh(&format!("nft delete table {table}"));
+        }
+    }
 }
 
 fn main() {
@@ -110,7 +146,9 @@ fn main() {
         .and_then(|p| Some(p.parent()?.parent()?.join("skiff-bridge")))
         .expect("locate skiff-bridge next to the example");
 
+    let existed: Vec<bool> = IPTABLES_NAT.iter().map(|t| table_exists(t)).collect();
     let (ref_add, ref_del) = run(&Path::new(REF_DIR).join("bridge"), "bridge", pods, masq);
+    remove_new_empty_nat_tables(&existed);
     let (our_add, our_del) = run(&ours, "skiff-bridge", pods, masq);
     println!("{pods} pods, ipMasq={masq}, medians:");
     println!("  reference bridge+host-local  ADD {ref_add:>10.2?}  DEL {ref_del:>10.2?}");

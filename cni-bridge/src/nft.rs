@@ -4,15 +4,27 @@
 //! rules of other tools (and a flush of theirs leaves ours alone). Each rule
 //! carries a comment naming its attachment ("<container id>/<ifname>"), which
 //! is how DEL and GC find exactly the rules to remove.
+//!
+//! Deleting the last rule of a chain also deletes the chain, and deleting the
+//! last chain deletes the table, so nothing is left once the last attachment
+//! is gone. Every mutation holds [`LOCK_PATH`] (an exclusive flock shared by
+//! all plugin processes): otherwise a DEL could delete a chain between a
+//! concurrent ADD's check that it exists and its rule insertion.
 
+use nix::fcntl::{Flock, FlockArg};
 use serde_json::{json, Value};
+use std::collections::HashSet;
+use std::fs::{File, OpenOptions};
 use std::io::Write;
+use std::path::Path;
 use std::process::{Command, Stdio};
 
 /// Address family of our table (one table for IPv4 and IPv6).
 pub const FAMILY: &str = "inet";
 /// Name of our table.
 pub const TABLE: &str = "skiff-cni";
+/// The lock serialising every change to our table across processes.
+pub const LOCK_PATH: &str = "/run/skiff-cni/nft.lock";
 
 /// nftables could not be run or refused the batch.
 #[derive(Debug, thiserror::Error)]
@@ -31,6 +43,9 @@ pub enum NftError {
     /// `nft` printed something that is not the expected JSON.
     #[error("decoding nft output: {0}")]
     Decode(String),
+    /// The table lock could not be taken.
+    #[error("locking {LOCK_PATH}: {0}")]
+    Lock(std::io::Error),
 }
 
 /// A NAT base chain of our table.
@@ -134,15 +149,31 @@ fn apply(commands: Vec<Value>) -> Result<(), NftError> {
     run(&["-j", "-f", "-"], Some(&batch)).map(drop)
 }
 
+/// Takes the table lock; it is released when the returned guard is dropped.
+fn lock() -> Result<Flock<File>, NftError> {
+    let path = Path::new(LOCK_PATH);
+    if let Some(dir) = path.parent() {
+        std::fs::create_dir_all(dir).map_err(NftError::Lock)?;
+    }
+    let file = OpenOptions::new()
+        .create(true)
+        .truncate(false)
+        .write(true)
+        .open(path)
+        .map_err(NftError::Lock)?;
+    Flock::lock(file, FlockArg::LockExclusive).map_err(|(_, errno)| NftError::Lock(errno.into()))
+}
+
 /// Adds `rules`, creating the table and `chains` first if needed, in one
 /// transaction.
 ///
 /// Re-declaring an existing base chain makes the kernel re-register its hook
 /// (measured ≈ 20 ms), so the common case only adds rules; the table and
 /// chains are declared only when that fails because they are missing.
-/// "add" of an existing table or identical chain is a no-op, so concurrent
-/// plugins declaring them at the same time don't conflict.
 pub fn add_rules(chains: &[Chain], rules: &[Rule]) -> Result<(), NftError> {
+    if rules.is_empty() {
+        return Ok(());
+    }
     let rule_commands: Vec<Value> = rules
         .iter()
         .map(|r| {
@@ -152,6 +183,7 @@ pub fn add_rules(chains: &[Chain], rules: &[Rule]) -> Result<(), NftError> {
             }}})
         })
         .collect();
+    let _lock = lock()?;
     match apply(rule_commands.clone()) {
         Err(NftError::Failed { stderr, .. }) if stderr.contains("No such file or directory") => {}
         other => return other,
@@ -167,13 +199,18 @@ pub fn add_rules(chains: &[Chain], rules: &[Rule]) -> Result<(), NftError> {
     apply(commands)
 }
 
-/// Every rule of our table in the named chains.
-pub fn list_rules(chains: &[&str]) -> Result<Vec<RuleRef>, NftError> {
+/// Our table as listed by `nft`.
+struct Listing {
+    chains: Vec<String>,
+    rules: Vec<RuleRef>,
+}
+
+/// Lists our table; `None` if it does not exist.
+fn list_table() -> Result<Option<Listing>, NftError> {
     let out = match run(&["-j", "list", "table", FAMILY, TABLE], None) {
         Ok(out) => out,
-        // No table yet: no rules.
         Err(NftError::Failed { stderr, .. }) if stderr.contains("No such file or directory") => {
-            return Ok(Vec::new())
+            return Ok(None)
         }
         Err(e) => return Err(e),
     };
@@ -181,60 +218,101 @@ pub fn list_rules(chains: &[&str]) -> Result<Vec<RuleRef>, NftError> {
     let items = doc["nftables"]
         .as_array()
         .ok_or_else(|| NftError::Decode("no nftables array".into()))?;
-    let mut rules = Vec::new();
+    let mut listing = Listing {
+        chains: Vec::new(),
+        rules: Vec::new(),
+    };
     for item in items {
+        if let Some(name) = item.get("chain").and_then(|c| c["name"].as_str()) {
+            listing.chains.push(name.to_string());
+            continue;
+        }
         let Some(rule) = item.get("rule") else {
             continue;
         };
-        let chain = rule["chain"].as_str().unwrap_or_default();
-        if !chains.contains(&chain) {
-            continue;
-        }
         let Some(handle) = rule["handle"].as_u64() else {
             continue;
         };
-        rules.push(RuleRef {
-            chain: chain.to_string(),
+        listing.rules.push(RuleRef {
+            chain: rule["chain"].as_str().unwrap_or_default().to_string(),
             handle,
             comment: rule["comment"].as_str().unwrap_or_default().to_string(),
         });
     }
-    Ok(rules)
+    Ok(Some(listing))
+}
+
+/// Every rule of our table in the named chains.
+pub fn list_rules(chains: &[&str]) -> Result<Vec<RuleRef>, NftError> {
+    Ok(list_table()?
+        .map(|t| t.rules)
+        .unwrap_or_default()
+        .into_iter()
+        .filter(|r| chains.contains(&r.chain.as_str()))
+        .collect())
 }
 
 /// Deletes the rules of `chains` whose comment satisfies `doomed`; returns
-/// how many were deleted.
+/// how many were deleted. Chains left empty, and then the table, go too.
 pub fn delete_rules_where(
     chains: &[&str],
     doomed: impl Fn(&str) -> bool,
 ) -> Result<usize, NftError> {
-    let victims: Vec<RuleRef> = list_rules(chains)?
-        .into_iter()
-        .filter(|r| doomed(&r.comment))
-        .collect();
-    if victims.is_empty() {
+    delete_where(
+        |r| chains.contains(&r.chain.as_str()) && doomed(&r.comment),
+        &[],
+    )
+}
+
+/// Deletes whole chains with their rules (for tests and tools; the plugins
+/// delete rules and let empty chains go). Missing chains are ignored.
+pub fn delete_chains(chains: &[&str]) -> Result<(), NftError> {
+    delete_where(|_| false, chains).map(drop)
+}
+
+/// Under the lock: deletes the rules matching `doomed_rule` and the chains
+/// `doomed_chains`, then every chain without rules, then the table if no
+/// chain is left, in one transaction. Returns how many rules matched.
+///
+/// Pruning every empty chain (not only the touched ones) is safe because an
+/// ADD creates a chain and its rules in the same transaction, under the
+/// lock: an empty chain is always a leftover.
+fn delete_where(
+    doomed_rule: impl Fn(&RuleRef) -> bool,
+    doomed_chains: &[&str],
+) -> Result<usize, NftError> {
+    let _lock = lock()?;
+    let Some(table) = list_table()? else {
         return Ok(0);
-    }
-    let commands = victims
+    };
+    let (victims, kept): (Vec<&RuleRef>, Vec<&RuleRef>) = table
+        .rules
         .iter()
-        .map(|r| {
+        .partition(|r| doomed_rule(r) || doomed_chains.contains(&r.chain.as_str()));
+    let busy: HashSet<&str> = kept.iter().map(|r| r.chain.as_str()).collect();
+    let empty: Vec<&String> = table
+        .chains
+        .iter()
+        .filter(|c| !busy.contains(c.as_str()))
+        .collect();
+    let commands: Vec<Value> = if busy.is_empty() {
+        // Deleting the table deletes its chains and rules with it.
+        vec![json!({"delete": {"table": {"family": FAMILY, "name": TABLE}}})]
+    } else {
+        let rules = victims.iter().map(|r| {
             json!({"delete": {"rule": {
                 "family": FAMILY, "table": TABLE, "chain": r.chain, "handle": r.handle,
             }}})
-        })
-        .collect();
-    apply(commands)?;
-    Ok(victims.len())
-}
-
-/// Deletes whole chains (used by tests and tools, never by the plugins,
-/// since other attachments share them). Missing chains are ignored.
-pub fn delete_chains(chains: &[&str]) {
-    for chain in chains {
-        let _ = apply(vec![json!({"delete": {"chain": {
-            "family": FAMILY, "table": TABLE, "name": chain,
-        }}})]);
+        });
+        let chains = empty.iter().map(
+            |name| json!({"delete": {"chain": {"family": FAMILY, "table": TABLE, "name": name}}}),
+        );
+        rules.chain(chains).collect()
+    };
+    if !commands.is_empty() {
+        apply(commands)?;
     }
+    Ok(victims.len())
 }
 
 // ---- expression builders ----

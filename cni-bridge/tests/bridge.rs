@@ -245,6 +245,7 @@ fn gc_releases_leaked_leases_and_rules() {
     // GC without the list is refused rather than releasing everything.
     assert_eq!(net.bridge("GC", "", "", &conf).code(), Some(7));
     net.bridge("DEL", "live", &ns1, &conf).expect_ok("DEL");
+    net.assert_no_nft_leftovers();
 }
 
 #[test]
@@ -457,6 +458,46 @@ fn concurrent_adds_get_unique_ips() {
 }
 
 #[test]
+fn concurrent_add_and_del_share_the_masq_chain_safely() {
+    if !have_root() {
+        return;
+    }
+    const WORKERS: usize = 6;
+    const CYCLES: usize = 5;
+    let mut net = TestNet::new(16);
+    let conf = net.conf(json!({"ipMasq": true})).to_string();
+    let namespaces: Vec<String> = (0..WORKERS).map(|_| net.netns()).collect();
+    // Each DEL of a last rule removes the chain (and maybe the table) while
+    // other workers add to it: the table lock must keep every call working.
+    let workers: Vec<_> = namespaces
+        .into_iter()
+        .enumerate()
+        .map(|(w, ns)| {
+            let conf = conf.clone();
+            std::thread::spawn(move || {
+                for c in 0..CYCLES {
+                    let id = format!("w{w}c{c}");
+                    for command in ["ADD", "DEL"] {
+                        let call = Call {
+                            command,
+                            container_id: &id,
+                            netns: &ns,
+                            ifname: "eth0",
+                        };
+                        invoke(BRIDGE, &call, conf.as_bytes()).expect_ok(command);
+                    }
+                }
+            })
+        })
+        .collect();
+    for w in workers {
+        w.join().expect("worker");
+    }
+    assert!(net.leases().is_empty());
+    net.assert_no_nft_leftovers();
+}
+
+#[test]
 fn ip_masq_rules_are_added_and_removed() {
     if !have_root() {
         return;
@@ -478,6 +519,8 @@ fn ip_masq_rules_are_added_and_removed() {
 
     net.bridge("DEL", "masq", &ns, &conf).expect_ok("DEL");
     assert_eq!(net.rules_tagged("masq/eth0"), 0);
+    // The last rule took its chain, and the table if it was the last chain.
+    net.assert_no_nft_leftovers();
 }
 
 #[test]
@@ -590,6 +633,5 @@ fn many_add_del_cycles_leave_nothing_behind() {
     assert!(net.leases().is_empty());
     let ports = sh_ok(&format!("ip -o link show master {}", net.bridge));
     assert!(ports.trim().is_empty(), "veths left on the bridge: {ports}");
-    let ruleset = sh_ok("nft list table inet skiff-cni");
-    assert!(!ruleset.contains("comment \"cycle"), "{ruleset}");
+    net.assert_no_nft_leftovers();
 }

@@ -93,6 +93,7 @@ fn host_port_on_localhost_reaches_the_pod() {
     net.bridge("DEL", "client", &client, &bridge_conf)
         .expect_ok("client DEL");
     assert_eq!(net.rules_tagged("web/eth0"), 0);
+    net.assert_no_nft_leftovers();
 }
 
 #[test]
@@ -155,4 +156,5 @@ fn portmap_gc_and_validation() {
     portmap(&net, "DEL", "a", &a, &portmap_conf(&net, m(18021), None)).expect_ok("DEL a");
     net.bridge("DEL", "a", &a, &bridge_conf).expect_ok("DEL a");
     net.bridge("DEL", "b", &b, &bridge_conf).expect_ok("DEL b");
+    net.assert_no_nft_leftovers();
 }

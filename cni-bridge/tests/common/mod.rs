@@ -258,13 +258,34 @@ impl TestNet {
         count
     }
 
+    /// Asserts this network left nothing in nftables: none of its chains,
+    /// and no empty `skiff-cni` table. The table may remain only while other
+    /// networks (tests running concurrently) have chains in it; run alone,
+    /// this means the table is gone.
+    pub fn assert_no_nft_leftovers(&self) {
+        let out = sh("nft list table inet skiff-cni");
+        if !out.status.success() {
+            return;
+        }
+        let text = String::from_utf8_lossy(&out.stdout);
+        let chains: Vec<&str> = text
+            .lines()
+            .filter_map(|l| l.trim().strip_prefix("chain "))
+            .map(|l| l.trim_end_matches(" {"))
+            .collect();
+        for ours in self.chains() {
+            assert!(!chains.contains(&ours.as_str()), "{ours} left: {text}");
+        }
+        assert!(!chains.is_empty(), "empty table left behind: {text}");
+    }
+
     fn remove_shared_state(&self) {
         sh(&format!("ip link del {} 2>/dev/null", self.bridge));
-        for chain in self.chains() {
-            sh(&format!(
-                "nft delete chain inet skiff-cni {chain} 2>/dev/null"
-            ));
-        }
+        let chains = self.chains();
+        let names: Vec<&str> = chains.iter().map(String::as_str).collect();
+        // Through the library, under its lock, so the table goes with our
+        // last chain.
+        let _ = skiff_cni::nft::delete_chains(&names);
     }
 }
 
