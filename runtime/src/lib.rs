@@ -3,3 +3,5 @@
 //! - [`image`]: pulling images from registries into a content store and a layer store.
 
 pub mod image;
+pub mod monitor;
+pub mod oci;

@@ -1,0 +1,197 @@
+//! The monitor's steady state: copy the container's output into the log, answer the control
+//! socket, reap children, and record the init's exit.
+
+use std::fs::File;
+use std::io::{ErrorKind, Read};
+use std::os::fd::{AsFd, OwnedFd};
+use std::path::PathBuf;
+
+use nix::errno::Errno;
+use nix::sys::signalfd::SignalFd;
+use nix::sys::wait::{waitpid, WaitPidFlag, WaitStatus};
+use nix::unistd::Pid;
+
+use super::control;
+use super::cri_log::{now_unix_nanos, LineSplitter, LogFile, LogStream};
+use super::exit_file::{write_exit_file, ExitStatus};
+use super::oom::OomCounter;
+use super::sys::{self, poll_entry, readable};
+
+#[derive(PartialEq, Eq)]
+enum ReadState {
+    Read,
+    Empty,
+    Ended,
+}
+
+/// One container output: a pipe, or the pty master of a TTY container.
+pub(crate) struct Output {
+    file: File,
+    stream: LogStream,
+    lines: LineSplitter,
+}
+
+impl Output {
+    /// Wraps the (non-blocking) read end of a container output.
+    pub(crate) fn new(fd: OwnedFd, stream: LogStream) -> Output {
+        Output {
+            file: File::from(fd),
+            stream,
+            lines: LineSplitter::new(),
+        }
+    }
+
+    /// Reads once and logs the finished lines. A pty master reports the end with EIO once the
+    /// last slave fd closes, so every error but EAGAIN ends the stream.
+    fn read_some(&mut self, log: &mut LogFile) -> ReadState {
+        loop {
+            match self.file.read(self.lines.spare()) {
+                Ok(0) => return ReadState::Ended,
+                Ok(n) => {
+                    let stream = self.stream;
+                    // A failed log write is dropped: the container must keep running and its
+                    // output keep draining, as containerd does.
+                    self.lines.commit(n, |content, partial| {
+                        let _ = log.write(stream, partial, content);
+                    });
+                    return ReadState::Read;
+                }
+                Err(e) if e.kind() == ErrorKind::WouldBlock => return ReadState::Empty,
+                Err(e) if e.kind() == ErrorKind::Interrupted => {}
+                Err(_) => return ReadState::Ended,
+            }
+        }
+    }
+
+    /// Reads everything already written and writes out the unfinished line (as partial).
+    /// A stream still held open by another process stops at EAGAIN instead of its end.
+    fn drain(mut self, log: &mut LogFile) {
+        while self.read_some(log) == ReadState::Read {}
+        self.end(log);
+    }
+
+    fn end(mut self, log: &mut LogFile) {
+        let stream = self.stream;
+        self.lines.flush(|content, partial| {
+            let _ = log.write(stream, partial, content);
+        });
+    }
+}
+
+/// The running monitor after a successful `create`.
+pub(crate) struct Monitor {
+    /// The container's init process (our child since `create` exited).
+    pub(crate) init: Pid,
+    /// Set once the init is reaped: its status and when.
+    pub(crate) init_exit: Option<(WaitStatus, i64)>,
+    /// SIGCHLD, blocked and read through a signalfd.
+    pub(crate) signals: SignalFd,
+    pub(crate) outputs: Vec<Output>,
+    /// The write end of the container's stdin pipe, held so the container never sees EOF
+    /// while it runs (attach will write to it).
+    pub(crate) stdin: Option<OwnedFd>,
+    pub(crate) log: LogFile,
+    pub(crate) control: control::Server,
+    pub(crate) oom: Option<OomCounter>,
+    pub(crate) exit_file: PathBuf,
+}
+
+impl Monitor {
+    /// Runs until the init exits; returns the monitor's exit code.
+    pub(crate) fn run(mut self) -> i32 {
+        let mut fds = Vec::new();
+        loop {
+            if let Some((status, at)) = self.init_exit.take() {
+                return self.finish(status, at);
+            }
+            fds.clear();
+            fds.push(poll_entry(self.signals.as_fd()));
+            fds.push(poll_entry(self.control.listener.as_fd()));
+            fds.extend(self.outputs.iter().map(|o| poll_entry(o.file.as_fd())));
+            let conns = &self.control.connections;
+            fds.extend(conns.iter().map(|c| poll_entry(c.stream.as_fd())));
+            match sys::poll(&mut fds, -1) {
+                Ok(_) => {}
+                Err(e) if e.kind() == ErrorKind::Interrupted => continue,
+                // poll only fails for bad arguments or no memory: nothing to retry.
+                Err(_) => return 1,
+            }
+            let n_out = self.outputs.len();
+            // Outputs first: whatever the init wrote before exiting is logged before its exit.
+            let mut ended = Vec::new();
+            for (i, out) in self.outputs.iter_mut().enumerate() {
+                if readable(&fds[2 + i]) && out.read_some(&mut self.log) == ReadState::Ended {
+                    ended.push(i);
+                }
+            }
+            for i in ended.into_iter().rev() {
+                self.outputs.remove(i).end(&mut self.log);
+            }
+            for j in (0..self.control.connections.len()).rev() {
+                if !readable(&fds[2 + n_out + j]) {
+                    continue;
+                }
+                let log = &mut self.log;
+                let keep = self.control.connections[j]
+                    .serve(|line| control::answer(line, || log.reopen()));
+                if !keep {
+                    self.control.connections.remove(j);
+                }
+            }
+            if readable(&fds[1]) {
+                self.control.accept();
+            }
+            if readable(&fds[0]) {
+                drain_signalfd(&self.signals);
+                let init = self.init;
+                reap_children(|status, at| {
+                    if status.pid() == Some(init) {
+                        self.init_exit = Some((status, at));
+                    }
+                });
+            }
+        }
+    }
+
+    /// Logs the last output, writes the exit file and removes the control socket.
+    fn finish(self, status: WaitStatus, at: i64) -> i32 {
+        let Monitor {
+            outputs,
+            mut log,
+            control,
+            oom,
+            exit_file,
+            stdin,
+            ..
+        } = self;
+        for out in outputs {
+            out.drain(&mut log);
+        }
+        drop(stdin);
+        let oom_killed = oom.as_ref().is_some_and(OomCounter::oom_killed);
+        let code = match ExitStatus::from_wait(status, at, oom_killed) {
+            Some(exit) if write_exit_file(&exit_file, &exit).is_ok() => 0,
+            _ => 1,
+        };
+        drop(control);
+        code
+    }
+}
+
+/// Empties the signalfd so poll blocks again; the signals themselves carry nothing we need.
+pub(crate) fn drain_signalfd(signals: &SignalFd) {
+    while let Ok(Some(_)) = signals.read_signal() {}
+}
+
+/// Reaps every exited child without blocking, calling `on_exit` with each status and the time.
+pub(crate) fn reap_children(mut on_exit: impl FnMut(WaitStatus, i64)) {
+    loop {
+        match waitpid(None::<Pid>, Some(WaitPidFlag::WNOHANG)) {
+            Ok(WaitStatus::StillAlive) => return,
+            Ok(status) => on_exit(status, now_unix_nanos()),
+            Err(Errno::EINTR) => {}
+            // ECHILD: no children left.
+            Err(_) => return,
+        }
+    }
+}

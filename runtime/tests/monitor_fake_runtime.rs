@@ -1,0 +1,348 @@
+//! skiff-monitor end to end with a fake OCI runtime (a shell script that backgrounds a busybox
+//! shell as the "container init"), so the subreaper, logging, exit file and control paths run
+//! for real without libcontainer.
+
+mod monitor_support;
+
+use std::process::Command;
+
+use monitor_support::{alive, find_monitor, kb, parent_of, session_of, wait_until, Fixture};
+use skiff_runtime::monitor::{ping, reopen_log, LogStream, MonitorError, MAX_LOG_LINE};
+
+fn kill(pid: i32, sig: i32) {
+    // SAFETY: kill(2) of a process this test started.
+    assert_eq!(unsafe { libc::kill(pid, sig) }, 0, "kill {pid}");
+}
+
+#[test]
+fn output_is_logged_in_cri_format() {
+    // stdout: a short line, a 40 KiB line, and a final line without newline;
+    // stderr: a short line, then 40 KiB without any newline until the stream closes.
+    let mut f = Fixture::new(
+        "echo hello; echo oops >&2; \
+         head -c 40960 /dev/zero | tr '\\000' a; echo; \
+         head -c 40960 /dev/zero | tr '\\000' b >&2; \
+         printf 'no newline'",
+    );
+    let pid = f.spawn().unwrap();
+    assert_eq!(
+        std::fs::read_to_string(&f.spec.pid_file).unwrap().trim(),
+        pid.to_string()
+    );
+    let args = std::fs::read_to_string(f.spec.bundle.join("args")).unwrap();
+    assert_eq!(
+        args.trim(),
+        format!(
+            "--root {} create --bundle {} --pid-file {} {}",
+            f.spec.runtime_root.display(),
+            f.spec.bundle.display(),
+            f.spec.pid_file.display(),
+            f.spec.id
+        )
+    );
+    let exit = f.wait_exit();
+    assert_eq!((exit.exit_code, exit.signal), (0, None));
+
+    let records = f.records();
+    let summary = |stream: LogStream| -> Vec<(bool, usize, u8)> {
+        records
+            .iter()
+            .filter(|r| r.stream == stream)
+            .map(|r| (r.partial, r.content.len(), *r.content.first().unwrap_or(&0)))
+            .collect()
+    };
+    let full = MAX_LOG_LINE;
+    let rest = 40960 - 2 * full;
+    assert_eq!(
+        summary(LogStream::Stdout),
+        vec![
+            (false, 5, b'h'),
+            (true, full, b'a'),
+            (true, full, b'a'),
+            (false, rest, b'a'),
+            (true, 10, b'n'),
+        ]
+    );
+    assert_eq!(
+        summary(LogStream::Stderr),
+        vec![
+            (false, 4, b'o'),
+            (true, full, b'b'),
+            (true, full, b'b'),
+            (true, rest, b'b'),
+        ]
+    );
+    let out: Vec<_> = records
+        .iter()
+        .filter(|r| r.stream == LogStream::Stdout)
+        .collect();
+    assert_eq!(out[0].text(), "hello");
+    assert_eq!(out[4].text(), "no newline");
+    assert!(out[1..4]
+        .iter()
+        .all(|r| r.content.iter().all(|&c| c == b'a')));
+    // Timestamps are RFC3339Nano (nine digits, UTC) and never go back in the file.
+    assert!(records
+        .iter()
+        .all(|r| r.timestamp.len() == 30 && r.timestamp.ends_with('Z')));
+    assert!(records
+        .windows(2)
+        .all(|w| w[0].unix_nanos <= w[1].unix_nanos));
+}
+
+#[test]
+fn exit_code_is_recorded_and_monitor_exits() {
+    let mut f = Fixture::new("echo bye; exit 7");
+    f.spawn().unwrap();
+    let exit = f.wait_exit();
+    assert_eq!(
+        (exit.exit_code, exit.signal, exit.oom_killed),
+        (7, None, false)
+    );
+    assert_eq!(exit.finished_at.len(), 30);
+    wait_until("monitor exit", || find_monitor(&f.spec.id).is_none());
+    assert!(!f.spec.ctl_socket().exists(), "control socket removed");
+    assert_eq!(f.records()[0].text(), "bye");
+}
+
+#[test]
+fn sigkill_is_reported_as_137() {
+    let mut f = Fixture::new("exec sleep 1000");
+    let pid = f.spawn().unwrap() as i32;
+    let monitor = f.monitor_pid().expect("monitor running");
+    // The init was re-parented to the monitor (subreaper) when the runtime exited.
+    assert_eq!(parent_of(pid), Some(monitor));
+    // The monitor's blocked SIGCHLD (for its signalfd) must not leak into the container.
+    let status = std::fs::read_to_string(format!("/proc/{pid}/status")).unwrap();
+    assert!(status.contains("SigBlk:\t0000000000000000"), "{status}");
+    kill(pid, libc::SIGKILL);
+    let exit = f.wait_exit();
+    assert_eq!((exit.exit_code, exit.signal), (137, Some(9)));
+}
+
+#[test]
+fn monitor_survives_its_caller() {
+    let mut f = Fixture::new("echo up; exec sleep 1000");
+    // A caller that runs the monitor, then lingers until it is killed.
+    let mut caller = Command::new("/bin/sh")
+        .arg("-c")
+        .arg("\"$0\" \"$@\" >/dev/null 2>&1; exec sleep 1000")
+        .arg(monitor_support::MONITOR)
+        .args(f.spec.to_args())
+        .spawn()
+        .unwrap();
+    wait_until("monitor answering", || ping(&f.spec.socket_dir).is_ok());
+    let monitor = f.track_monitor();
+    let caller_pid = caller.id() as i32;
+    kill(caller_pid, libc::SIGKILL);
+    caller.wait().unwrap();
+
+    assert!(alive(monitor));
+    assert_ne!(parent_of(monitor), Some(caller_pid));
+    assert_eq!(
+        session_of(monitor),
+        Some(monitor),
+        "monitor leads its own session"
+    );
+    ping(&f.spec.socket_dir).unwrap();
+    let fds: Vec<String> = std::fs::read_dir(format!("/proc/{monitor}/fd"))
+        .unwrap()
+        .map(|e| {
+            std::fs::read_link(e.unwrap().path())
+                .unwrap()
+                .display()
+                .to_string()
+        })
+        .collect();
+    assert_eq!(
+        &fds[..3],
+        ["/dev/null", "/dev/null", "/dev/null"],
+        "{fds:?}"
+    );
+
+    Fixture::wait_for_line(&f.spec.log_path, "up");
+    let pid: i32 = std::fs::read_to_string(&f.spec.pid_file)
+        .unwrap()
+        .trim()
+        .parse()
+        .unwrap();
+    kill(pid, libc::SIGTERM);
+    let exit = f.wait_exit();
+    assert_eq!((exit.exit_code, exit.signal), (143, Some(15)));
+}
+
+#[test]
+fn reopen_log_after_rotation() {
+    let mut f = Fixture::new("");
+    // The container logs "after" only once the test has rotated the log.
+    let go = f.path("go");
+    std::fs::write(
+        f.spec.bundle.join("script"),
+        format!(
+            "echo before; while [ ! -e {go} ]; do sleep 0.01; done; echo after; exec sleep 1000",
+            go = go.display()
+        ),
+    )
+    .unwrap();
+    f.spawn().unwrap();
+    let log = f.spec.log_path.clone();
+    Fixture::wait_for_line(&log, "before");
+    let rotated = f.path("logs/c.log.1");
+    std::fs::rename(&log, &rotated).unwrap();
+    reopen_log(&f.spec.socket_dir).unwrap();
+    assert!(log.exists(), "new log file created before the reply");
+    std::fs::write(&go, "").unwrap();
+    Fixture::wait_for_line(&log, "after");
+
+    let texts = |p| -> Vec<String> {
+        Fixture::records_of(p)
+            .iter()
+            .map(|r| r.text().into_owned())
+            .collect()
+    };
+    assert_eq!(texts(&rotated), ["before"]);
+    assert_eq!(texts(&log), ["after"]);
+}
+
+#[test]
+fn runtime_failure_fails_the_handshake() {
+    let mut f = Fixture::new("echo never");
+    std::fs::write(
+        f.spec.bundle.join("fail"),
+        "boom: rootfs missing\nsecond line\n",
+    )
+    .unwrap();
+    let err = f.spawn().unwrap_err();
+    let MonitorError::Startup(msg) = &err else {
+        panic!("unexpected error {err:?}");
+    };
+    assert!(msg.contains("boom: rootfs missing\nsecond line"), "{msg}");
+    assert!(msg.contains("exit status 1"), "{msg}");
+    // The failed monitor was waited for by the handshake: nothing is left.
+    assert_eq!(find_monitor(&f.spec.id), None);
+    assert!(!f.spec.ctl_socket().exists());
+    assert!(!f.spec.exit_file.exists());
+}
+
+#[test]
+fn missing_runtime_fails_the_handshake() {
+    let mut f = Fixture::new("");
+    f.spec.runtime = f.path("no-such-runtime");
+    let err = f.spawn().unwrap_err().to_string();
+    assert!(err.contains("no-such-runtime"), "{err}");
+    assert_eq!(find_monitor(&f.spec.id), None);
+}
+
+#[test]
+fn stdin_pipe_is_kept_open_only_when_asked() {
+    for stdin in [false, true] {
+        let mut f = Fixture::new("exec sleep 1000");
+        f.spec.stdin = stdin;
+        let pid = f.spawn().unwrap();
+        let target = std::fs::read_link(format!("/proc/{pid}/fd/0")).unwrap();
+        let target = target.display().to_string();
+        if stdin {
+            assert!(target.starts_with("pipe:"), "{target}");
+        } else {
+            assert_eq!(target, "/dev/null");
+        }
+    }
+}
+
+#[test]
+fn control_socket_answers_ping_and_rejects_junk() {
+    use std::io::{BufRead, BufReader, Write};
+    let mut f = Fixture::new("exec sleep 1000");
+    f.spawn().unwrap();
+    ping(&f.spec.socket_dir).unwrap();
+    let mut s = std::os::unix::net::UnixStream::connect(f.spec.ctl_socket()).unwrap();
+    s.write_all(b"ping\nattach-all-the-things\n").unwrap();
+    let mut lines = BufReader::new(&s).lines();
+    assert_eq!(lines.next().unwrap().unwrap(), "ok");
+    assert!(lines
+        .next()
+        .unwrap()
+        .unwrap()
+        .starts_with("error unknown request"));
+}
+
+#[test]
+fn idle_monitor_rss() {
+    let mut f = Fixture::new("echo idle; exec sleep 1000");
+    f.spawn().unwrap();
+    Fixture::wait_for_line(&f.spec.log_path, "idle");
+    let monitor = f.monitor_pid().unwrap();
+    std::thread::sleep(std::time::Duration::from_millis(200));
+    let rss = kb(monitor, "status", "VmRSS");
+    println!(
+        "idle skiff-monitor ({} build): VmRSS {rss} kB (anon {} kB, file {} kB), Pss {} kB, \
+         private {} kB",
+        if cfg!(debug_assertions) {
+            "debug"
+        } else {
+            "release"
+        },
+        kb(monitor, "status", "RssAnon"),
+        kb(monitor, "status", "RssFile"),
+        kb(monitor, "smaps_rollup", "Pss"),
+        kb(monitor, "smaps_rollup", "Private_Clean") + kb(monitor, "smaps_rollup", "Private_Dirty"),
+    );
+    // Generous: the goal (< 1 MB release) is measured by the benchmark, not asserted here.
+    assert!(rss < 4096, "idle monitor uses {rss} kB");
+}
+
+/// A fake runtime in Python that gives the container a pty and sends its master over
+/// `--console-socket`, as runc does.
+const FAKE_TTY_RUNTIME: &str = r#"#!/usr/bin/env python3
+import fcntl, os, socket, sys, termios
+args = sys.argv[1:]
+opts = {}
+i = 0
+while i < len(args):
+    if args[i] in ("--root", "--bundle", "--pid-file", "--console-socket"):
+        opts[args[i]] = args[i + 1]; i += 2
+    else:
+        i += 1
+script = open(os.path.join(opts["--bundle"], "script")).read()
+master, slave = os.openpty()
+pid = os.fork()
+if pid == 0:
+    os.setsid()
+    fcntl.ioctl(slave, termios.TIOCSCTTY, 0)
+    for fd in (0, 1, 2):
+        os.dup2(slave, fd)
+    os.closerange(3, 1024)
+    os.execv("/bin/busybox", ["busybox", "sh", "-c", script])
+os.close(slave)
+s = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+s.connect(opts["--console-socket"])
+socket.send_fds(s, [b"/dev/pts/x"], [master])
+s.close()
+with open(opts["--pid-file"], "w") as f:
+    f.write(str(pid))
+"#;
+
+#[test]
+fn tty_output_comes_from_the_console_socket() {
+    if !std::path::Path::new("/usr/bin/python3").exists() {
+        eprintln!("skipping: no python3 for the fake tty runtime");
+        return;
+    }
+    let mut f = Fixture::with_runtime(
+        "if [ -t 1 ]; then echo tty; else echo notty; fi; echo err >&2; exit 3",
+        FAKE_TTY_RUNTIME,
+    );
+    f.spec.tty = true;
+    f.spec.stdin = true;
+    f.spawn().unwrap();
+    let exit = f.wait_exit();
+    assert_eq!(exit.exit_code, 3);
+    let records = f.records();
+    let texts: Vec<_> = records.iter().map(|r| r.text().into_owned()).collect();
+    // One stream, logged as stdout, with the pty's \r\n turned into lines.
+    assert_eq!(texts, ["tty", "err"]);
+    assert!(records
+        .iter()
+        .all(|r| r.stream == LogStream::Stdout && !r.partial));
+    assert!(!f.spec.socket_dir.join("console.sock").exists());
+}
