@@ -35,6 +35,8 @@ pub struct CniConfig {
     pub conf_dir: PathBuf,
     /// Directories searched for plugin binaries.
     pub bin_dirs: Vec<PathBuf>,
+    /// How long one plugin invocation may run before it is killed.
+    pub plugin_timeout_secs: u64,
 }
 
 impl Default for Config {
@@ -55,6 +57,7 @@ impl Default for CniConfig {
         CniConfig {
             conf_dir: "/etc/cni/net.d".into(),
             bin_dirs: vec!["/opt/cni/bin".into()],
+            plugin_timeout_secs: 30,
         }
     }
 }

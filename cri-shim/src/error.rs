@@ -12,6 +12,24 @@ pub enum CriError {
     /// The RPC exists in CRI v1 but skiff does not implement it yet.
     #[error("{0} is not implemented by skiff yet")]
     Unimplemented(&'static str),
+    /// The object the request names does not exist.
+    #[error("{0}")]
+    NotFound(String),
+    /// The name is taken by another object.
+    #[error("{0}")]
+    AlreadyExists(String),
+    /// The object is in a state that does not allow the request.
+    #[error("{0}")]
+    FailedPrecondition(String),
+    /// The operation did not finish in the time the client gave it.
+    #[error("{0}")]
+    DeadlineExceeded(String),
+    /// The state database failed.
+    #[error(transparent)]
+    State(#[from] crate::state::StateError),
+    /// The container request cannot become an OCI spec.
+    #[error(transparent)]
+    Spec(#[from] crate::spec::SpecError),
     /// An image operation failed.
     #[error(transparent)]
     Image(#[from] ImageError),
@@ -26,7 +44,12 @@ impl CriError {
         match self {
             CriError::InvalidArgument(_) => Code::InvalidArgument,
             CriError::Unimplemented(_) => Code::Unimplemented,
-            CriError::Internal(_) => Code::Internal,
+            CriError::Internal(_) | CriError::State(_) => Code::Internal,
+            CriError::NotFound(_) => Code::NotFound,
+            CriError::Spec(e) => e.code(),
+            CriError::DeadlineExceeded(_) => Code::DeadlineExceeded,
+            CriError::AlreadyExists(_) => Code::AlreadyExists,
+            CriError::FailedPrecondition(_) => Code::FailedPrecondition,
             CriError::Image(e) => match e {
                 ImageError::InvalidReference { .. } => Code::InvalidArgument,
                 ImageError::NotFound(_) | ImageError::RemoteNotFound { .. } => Code::NotFound,
@@ -39,6 +62,13 @@ impl CriError {
                 ImageError::Database(_) | ImageError::Io { .. } => Code::Internal,
             },
         }
+    }
+}
+
+impl CriError {
+    /// An INTERNAL error for a blocking task that panicked or was cancelled.
+    pub fn task(e: tokio::task::JoinError) -> Self {
+        CriError::Internal(format!("background task failed: {e}"))
     }
 }
 

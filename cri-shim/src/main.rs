@@ -6,11 +6,15 @@
 
 mod cni;
 mod config;
+mod container;
 mod error;
 mod image_service;
 mod instrument;
 mod runtime_service;
+mod sandbox;
 mod server;
+mod spec;
+mod state;
 
 use clap::{Parser, Subcommand};
 use config::{Config, DEFAULT_CONFIG_PATH};
@@ -31,6 +35,9 @@ struct Cli {
 enum Command {
     /// Serve CRI on the configured socket (the default).
     Run,
+    /// Internal: the init process that holds a pod's shared PID namespace.
+    #[command(hide = true)]
+    Pause,
     /// Configuration helpers.
     Config {
         #[command(subcommand)]
@@ -48,6 +55,9 @@ enum ConfigAction {
 
 fn main() -> anyhow::Result<()> {
     let cli = Cli::parse();
+    if matches!(cli.command, Some(Command::Pause)) {
+        sandbox::pause::run();
+    }
     let config = match &cli.config {
         Some(path) => Config::load(path, true)?,
         None => Config::load(std::path::Path::new(DEFAULT_CONFIG_PATH), false)?,
@@ -65,6 +75,7 @@ fn main() -> anyhow::Result<()> {
             print!("{}", toml::to_string_pretty(&config)?);
             Ok(())
         }
+        Command::Pause => unreachable!("handled before the config is read"),
         Command::Run => {
             init_logging(&config.log_level);
             tokio::runtime::Builder::new_multi_thread()

@@ -1,9 +1,14 @@
 //! The gRPC server on the CRI unix socket: exclusive ownership of the socket, serving until
 //! SIGTERM or SIGINT, and cleaning up the socket on the way out.
 
+use crate::cni::Cni;
 use crate::config::Config;
+use crate::container::oci::Helpers;
+use crate::container::recover::recover_containers;
 use crate::image_service::Images;
 use crate::runtime_service::Runtime;
+use crate::sandbox::recover::recover_sandboxes;
+use crate::state::StateStore;
 use anyhow::{bail, Context};
 use skiff_proto::runtime::v1::image_service_server::ImageServiceServer;
 use skiff_proto::runtime::v1::runtime_service_server::RuntimeServiceServer;
@@ -99,8 +104,41 @@ pub async fn run(config: Config) -> anyhow::Result<()> {
     let store = tokio::task::spawn_blocking(move || ImageStore::open(&images_root, registry))
         .await
         .context("opening the image store")??;
-    let images = Images::new(Arc::new(store));
-    let runtime = Runtime::new(config.clone());
+    let store = Arc::new(store);
+    let images = Images::new(store.clone());
+    let helpers = Helpers::beside_current_exe(&config.state_dir).context("locating helpers")?;
+    let state_path = config.root_dir.join("state.redb");
+    let state = tokio::task::spawn_blocking(move || -> anyhow::Result<StateStore> {
+        let state = StateStore::open(&state_path)?;
+        recover_sandboxes(&state)?;
+        Ok(state)
+    })
+    .await
+    .context("opening the state database")??;
+    recover_containers(&state, &helpers, &config.root_dir)
+        .await
+        .context("recovering containers")?;
+    let cni = Arc::new(
+        Cni::new(
+            config.cni.conf_dir.clone(),
+            config.cni.bin_dirs.clone(),
+            config.root_dir.join("cni-cache"),
+        )
+        .with_timeout(std::time::Duration::from_secs(
+            config.cni.plugin_timeout_secs,
+        )),
+    );
+    // Leases and rules of sandboxes that no longer exist (a crash, a missed DEL) are released.
+    let live: Vec<String> = state
+        .sandboxes()?
+        .into_iter()
+        .filter(|s| s.network_attached)
+        .map(|s| s.id)
+        .collect();
+    if let Err(e) = cni.gc(&live).await {
+        tracing::warn!(error = %e, "CNI GC at startup failed");
+    }
+    let runtime = Runtime::new(config.clone(), Arc::new(state), store, helpers, cni);
 
     let listener = bind_socket(&config.socket)?;
     tracing::info!(socket = %config.socket.display(), version = env!("CARGO_PKG_VERSION"), "skiffd serving CRI v1");

@@ -1,7 +1,7 @@
 //! Loading the CNI network configuration from the conf dir, as libcni does: the first
 //! `.conflist`, `.conf` or `.json` file by name.
 
-use serde_json::Value;
+use serde_json::{Map, Value};
 use std::path::{Path, PathBuf};
 
 /// A network configuration found on disk.
@@ -13,6 +13,86 @@ pub struct NetworkConfig {
     pub name: String,
     /// Plugin types in chain order.
     pub plugin_types: Vec<String>,
+    /// The whole configuration as a list (a `.conf` wrapped into one), as
+    /// plugins are run from it and the result cache keeps it.
+    pub list: Value,
+}
+
+/// A validated network configuration list (section 1 of the CNI spec).
+#[derive(Debug, Clone)]
+pub(super) struct NetworkList {
+    /// `name`.
+    pub name: String,
+    /// `cniVersion`.
+    pub cni_version: String,
+    /// `cniVersions` (empty when absent).
+    pub cni_versions: Vec<String>,
+    /// `disableCheck`.
+    pub disable_check: bool,
+    /// `disableGC`.
+    pub disable_gc: bool,
+    /// The plugin configuration objects, each with a string `type`.
+    pub plugins: Vec<Map<String, Value>>,
+}
+
+impl NetworkList {
+    /// Validates a configuration list; the error says what is wrong.
+    pub fn from_value(doc: &Value) -> Result<NetworkList, String> {
+        let name = doc
+            .get("name")
+            .and_then(Value::as_str)
+            .filter(|n| !n.is_empty())
+            .ok_or("missing \"name\"")?
+            .to_string();
+        let plugins = doc
+            .get("plugins")
+            .and_then(Value::as_array)
+            .filter(|p| !p.is_empty())
+            .ok_or("\"plugins\" must be a non-empty list")?
+            .iter()
+            .map(|p| {
+                let plugin = p.as_object().ok_or("a plugin is not an object")?;
+                match plugin.get("type").and_then(Value::as_str) {
+                    Some(t) if !t.is_empty() && !t.contains('/') => Ok(plugin.clone()),
+                    Some(t) => Err(format!("plugin type {t:?} is not a file name")),
+                    None => Err("a plugin has no \"type\"".to_string()),
+                }
+            })
+            .collect::<Result<Vec<_>, _>>()?;
+        let cni_version = doc
+            .get("cniVersion")
+            .and_then(Value::as_str)
+            .filter(|v| !v.is_empty())
+            .ok_or("missing \"cniVersion\"")?
+            .to_string();
+        let cni_versions = match doc.get("cniVersions") {
+            None | Some(Value::Null) => Vec::new(),
+            Some(v) => v
+                .as_array()
+                .and_then(|l| l.iter().map(|v| v.as_str().map(str::to_string)).collect())
+                .ok_or("\"cniVersions\" must be a list of strings")?,
+        };
+        let flag = |key: &str| match doc.get(key) {
+            None | Some(Value::Null) => Ok(false),
+            Some(v) => v.as_bool().ok_or(format!("\"{key}\" must be a boolean")),
+        };
+        Ok(NetworkList {
+            name,
+            cni_version,
+            cni_versions,
+            disable_check: flag("disableCheck")?,
+            disable_gc: flag("disableGC")?,
+            plugins,
+        })
+    }
+
+    /// The `type` of each plugin, in chain order.
+    pub fn plugin_types(&self) -> Vec<String> {
+        self.plugins
+            .iter()
+            .map(|p| p["type"].as_str().unwrap_or_default().to_string())
+            .collect()
+    }
 }
 
 impl NetworkConfig {
@@ -88,40 +168,22 @@ fn parse(path: &Path) -> Result<NetworkConfig, CniConfError> {
         source,
     })?;
     let doc: Value = serde_json::from_str(&text).map_err(|e| invalid(format!("not JSON: {e}")))?;
-    let name = doc
-        .get("name")
-        .and_then(Value::as_str)
-        .filter(|n| !n.is_empty())
-        .ok_or_else(|| invalid("missing \"name\"".into()))?
-        .to_string();
     // A single-plugin .conf becomes a one-element list so callers see one shape.
     let list = if doc.get("plugins").is_some() {
         doc
     } else {
         serde_json::json!({
             "cniVersion": doc.get("cniVersion").cloned().unwrap_or(Value::Null),
-            "name": name,
+            "name": doc.get("name").cloned().unwrap_or(Value::Null),
             "plugins": [doc],
         })
     };
-    let plugins = list
-        .get("plugins")
-        .and_then(Value::as_array)
-        .filter(|p| !p.is_empty())
-        .ok_or_else(|| invalid("\"plugins\" must be a non-empty list".into()))?;
-    let plugin_types = plugins
-        .iter()
-        .map(|p| {
-            p.get("type")
-                .and_then(Value::as_str)
-                .map(str::to_string)
-                .ok_or_else(|| invalid("a plugin has no \"type\"".into()))
-        })
-        .collect::<Result<Vec<_>, _>>()?;
+    let parsed = NetworkList::from_value(&list).map_err(invalid)?;
     Ok(NetworkConfig {
         path: path.into(),
-        name,
-        plugin_types,
+        name: parsed.name.clone(),
+        plugin_types: parsed.plugin_types(),
+        list,
     })
 }
 

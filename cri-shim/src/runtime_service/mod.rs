@@ -1,14 +1,34 @@
 //! The CRI RuntimeService. Implemented RPCs live one per file; every RPC that skiff does not
 //! implement yet answers UNIMPLEMENTED with its name (never a fake success).
 
+mod container_status;
+mod create_container;
+mod exec_sync;
+mod list_containers;
+mod list_pod_sandbox;
+mod pod_sandbox_status;
+mod remove_container;
+mod remove_pod_sandbox;
+mod reopen_container_log;
+mod run_pod_sandbox;
+mod start_container;
 mod status;
+mod stop_container;
+mod stop_pod_sandbox;
 mod version;
 
+use crate::cni::{Attachment, Cni};
 use crate::config::Config;
+use crate::container::oci::Helpers;
+use crate::container::refresh;
 use crate::error::CriError;
 use crate::instrument::rpc;
+use crate::sandbox::by_prefix;
+use crate::state::{ContainerRecord, SandboxRecord, StateStore};
 use skiff_proto::runtime::v1 as cri;
 use skiff_proto::runtime::v1::runtime_service_server::RuntimeService;
+use skiff_runtime::image::locks::KeyedLocks;
+use skiff_runtime::image::ImageStore;
 use std::pin::Pin;
 use std::sync::Arc;
 use tonic::{Request, Response, Status};
@@ -17,12 +37,132 @@ use tonic::{Request, Response, Status};
 #[derive(Debug, Clone)]
 pub struct Runtime {
     config: Arc<Config>,
+    state: Arc<StateStore>,
+    images: Arc<ImageStore>,
+    helpers: Helpers,
+    cni: Arc<Cni>,
+    /// Per-object locks: a sandbox or container ID, or a pod attempt's name while it is created.
+    locks: Arc<KeyedLocks>,
 }
 
 impl Runtime {
-    /// A runtime service using `config`.
-    pub fn new(config: Arc<Config>) -> Self {
-        Runtime { config }
+    /// A runtime service using `config`, the state database, the image store and the helper
+    /// binaries.
+    pub fn new(
+        config: Arc<Config>,
+        state: Arc<StateStore>,
+        images: Arc<ImageStore>,
+        helpers: Helpers,
+        cni: Arc<Cni>,
+    ) -> Self {
+        Runtime {
+            config,
+            state,
+            images,
+            helpers,
+            cni,
+            locks: Arc::new(KeyedLocks::default()),
+        }
+    }
+
+    /// The sandbox named by a full ID or a unique prefix of one.
+    fn find_sandbox(&self, id: &str) -> Result<Option<SandboxRecord>, CriError> {
+        if id.is_empty() {
+            return Err(CriError::InvalidArgument(
+                "pod_sandbox_id is required".into(),
+            ));
+        }
+        if let Some(exact) = self.state.sandbox(id)? {
+            return Ok(Some(exact));
+        }
+        Ok(by_prefix(self.state.sandboxes()?, id, |s| &s.id))
+    }
+
+    /// The container named by a full ID or a unique prefix of one.
+    fn find_container(&self, id: &str) -> Result<Option<ContainerRecord>, CriError> {
+        if id.is_empty() {
+            return Err(CriError::InvalidArgument("container_id is required".into()));
+        }
+        if let Some(exact) = self.state.container(id)? {
+            return Ok(Some(exact));
+        }
+        Ok(by_prefix(self.state.containers()?, id, |c| &c.id))
+    }
+
+    /// A container record with what its monitor recorded folded in (and persisted).
+    fn refreshed_container(&self, id: &str) -> Result<Option<ContainerRecord>, CriError> {
+        let Some(mut record) = self.state.container(id)? else {
+            return Ok(None);
+        };
+        if refresh(&mut record) {
+            self.state.put_container(&record)?;
+        }
+        Ok(Some(record))
+    }
+
+    /// The CNI attachment of a sandbox (its pinned netns and pod identity).
+    fn attachment(&self, sandbox: &SandboxRecord) -> Option<Attachment> {
+        let netns = sandbox.netns.clone()?;
+        let config = sandbox.config();
+        let meta = config.metadata.unwrap_or_default();
+        Some(Attachment {
+            sandbox_id: sandbox.id.clone(),
+            netns,
+            pod_name: meta.name,
+            pod_namespace: meta.namespace,
+            pod_uid: meta.uid,
+            port_mappings: config.port_mappings,
+        })
+    }
+
+    /// CNI DEL for a sandbox that still owes one. Best effort: a failure is logged and kept
+    /// owed (Remove retries), never blocking pod teardown.
+    async fn detach_network(&self, sandbox: &mut SandboxRecord) -> Result<(), CriError> {
+        if !sandbox.network_attached {
+            return Ok(());
+        }
+        let Some(attachment) = self.attachment(sandbox) else {
+            return Ok(());
+        };
+        match self.cni.del(&attachment).await {
+            Ok(()) => {
+                sandbox.network_attached = false;
+                self.state.put_sandbox(sandbox)?;
+            }
+            Err(e) => {
+                tracing::warn!(sandbox = %sandbox.id, error = %e, "CNI DEL failed; will retry on remove");
+            }
+        }
+        Ok(())
+    }
+
+    /// IDs of the containers of a sandbox.
+    fn containers_of(&self, sandbox_id: &str) -> Result<Vec<String>, CriError> {
+        Ok(self
+            .state
+            .containers()?
+            .into_iter()
+            .filter(|c| c.sandbox_id == sandbox_id)
+            .map(|c| c.id)
+            .collect())
+    }
+
+    /// Force-stops every container of a sandbox (StopPodSandbox must not wait for them).
+    async fn stop_containers_of(&self, sandbox_id: &str) -> Result<(), CriError> {
+        for id in self.containers_of(sandbox_id)? {
+            let _guard = self.locks.lock(&id).await;
+            self.stop_container_locked(&id, 0).await?;
+        }
+        Ok(())
+    }
+
+    /// Removes every container of a sandbox.
+    async fn remove_containers_of(&self, sandbox_id: &str) -> Result<(), CriError> {
+        for id in self.containers_of(sandbox_id)? {
+            let _guard = self.locks.lock(&id).await;
+            self.remove_container_locked(&id).await?;
+        }
+        Ok(())
     }
 }
 
@@ -48,37 +188,53 @@ impl RuntimeService for Runtime {
 
     async fn run_pod_sandbox(
         &self,
-        _request: Request<cri::RunPodSandboxRequest>,
+        request: Request<cri::RunPodSandboxRequest>,
     ) -> Result<Response<cri::RunPodSandboxResponse>, Status> {
-        not_yet("RunPodSandbox").await
+        rpc("RunPodSandbox", self.run_pod_sandbox(request.into_inner())).await
     }
 
     async fn stop_pod_sandbox(
         &self,
-        _request: Request<cri::StopPodSandboxRequest>,
+        request: Request<cri::StopPodSandboxRequest>,
     ) -> Result<Response<cri::StopPodSandboxResponse>, Status> {
-        not_yet("StopPodSandbox").await
+        rpc(
+            "StopPodSandbox",
+            self.stop_pod_sandbox(request.into_inner()),
+        )
+        .await
     }
 
     async fn remove_pod_sandbox(
         &self,
-        _request: Request<cri::RemovePodSandboxRequest>,
+        request: Request<cri::RemovePodSandboxRequest>,
     ) -> Result<Response<cri::RemovePodSandboxResponse>, Status> {
-        not_yet("RemovePodSandbox").await
+        rpc(
+            "RemovePodSandbox",
+            self.remove_pod_sandbox(request.into_inner()),
+        )
+        .await
     }
 
     async fn pod_sandbox_status(
         &self,
-        _request: Request<cri::PodSandboxStatusRequest>,
+        request: Request<cri::PodSandboxStatusRequest>,
     ) -> Result<Response<cri::PodSandboxStatusResponse>, Status> {
-        not_yet("PodSandboxStatus").await
+        rpc(
+            "PodSandboxStatus",
+            self.pod_sandbox_status(request.into_inner()),
+        )
+        .await
     }
 
     async fn list_pod_sandbox(
         &self,
-        _request: Request<cri::ListPodSandboxRequest>,
+        request: Request<cri::ListPodSandboxRequest>,
     ) -> Result<Response<cri::ListPodSandboxResponse>, Status> {
-        not_yet("ListPodSandbox").await
+        rpc(
+            "ListPodSandbox",
+            self.list_pod_sandbox(request.into_inner()),
+        )
+        .await
     }
 
     type StreamPodSandboxesStream = Streamed<cri::StreamPodSandboxesResponse>;
@@ -92,37 +248,45 @@ impl RuntimeService for Runtime {
 
     async fn create_container(
         &self,
-        _request: Request<cri::CreateContainerRequest>,
+        request: Request<cri::CreateContainerRequest>,
     ) -> Result<Response<cri::CreateContainerResponse>, Status> {
-        not_yet("CreateContainer").await
+        rpc(
+            "CreateContainer",
+            self.create_container(request.into_inner()),
+        )
+        .await
     }
 
     async fn start_container(
         &self,
-        _request: Request<cri::StartContainerRequest>,
+        request: Request<cri::StartContainerRequest>,
     ) -> Result<Response<cri::StartContainerResponse>, Status> {
-        not_yet("StartContainer").await
+        rpc("StartContainer", self.start_container(request.into_inner())).await
     }
 
     async fn stop_container(
         &self,
-        _request: Request<cri::StopContainerRequest>,
+        request: Request<cri::StopContainerRequest>,
     ) -> Result<Response<cri::StopContainerResponse>, Status> {
-        not_yet("StopContainer").await
+        rpc("StopContainer", self.stop_container(request.into_inner())).await
     }
 
     async fn remove_container(
         &self,
-        _request: Request<cri::RemoveContainerRequest>,
+        request: Request<cri::RemoveContainerRequest>,
     ) -> Result<Response<cri::RemoveContainerResponse>, Status> {
-        not_yet("RemoveContainer").await
+        rpc(
+            "RemoveContainer",
+            self.remove_container(request.into_inner()),
+        )
+        .await
     }
 
     async fn list_containers(
         &self,
-        _request: Request<cri::ListContainersRequest>,
+        request: Request<cri::ListContainersRequest>,
     ) -> Result<Response<cri::ListContainersResponse>, Status> {
-        not_yet("ListContainers").await
+        rpc("ListContainers", self.list_containers(request.into_inner())).await
     }
 
     type StreamContainersStream = Streamed<cri::StreamContainersResponse>;
@@ -136,9 +300,13 @@ impl RuntimeService for Runtime {
 
     async fn container_status(
         &self,
-        _request: Request<cri::ContainerStatusRequest>,
+        request: Request<cri::ContainerStatusRequest>,
     ) -> Result<Response<cri::ContainerStatusResponse>, Status> {
-        not_yet("ContainerStatus").await
+        rpc(
+            "ContainerStatus",
+            self.container_status(request.into_inner()),
+        )
+        .await
     }
 
     async fn update_container_resources(
@@ -150,16 +318,20 @@ impl RuntimeService for Runtime {
 
     async fn reopen_container_log(
         &self,
-        _request: Request<cri::ReopenContainerLogRequest>,
+        request: Request<cri::ReopenContainerLogRequest>,
     ) -> Result<Response<cri::ReopenContainerLogResponse>, Status> {
-        not_yet("ReopenContainerLog").await
+        rpc(
+            "ReopenContainerLog",
+            self.reopen_container_log(request.into_inner()),
+        )
+        .await
     }
 
     async fn exec_sync(
         &self,
-        _request: Request<cri::ExecSyncRequest>,
+        request: Request<cri::ExecSyncRequest>,
     ) -> Result<Response<cri::ExecSyncResponse>, Status> {
-        not_yet("ExecSync").await
+        rpc("ExecSync", self.exec_sync(request.into_inner())).await
     }
 
     async fn exec(

@@ -19,14 +19,16 @@ impl Runtime {
         };
         let cni = &self.config.cni;
         let network_problem = match cni::find_network(&cni.conf_dir) {
-            Ok(net) => net.missing_plugin(&cni.bin_dirs).map(|plugin| {
-                format!(
+            Ok(net) => match net.missing_plugin(&cni.bin_dirs) {
+                Some(plugin) => Some(format!(
                     "plugin {plugin:?} of network {:?} ({}) is not in {:?}",
                     net.name,
                     net.path.display(),
                     cni.bin_dirs
-                )
-            }),
+                )),
+                // The plugins' own STATUS says whether they can add pods now.
+                None => self.cni.status().await.err().map(|e| e.to_string()),
+            },
             Err(e) => Some(format!("cni config uninitialized: {e}")),
         };
         let network_ready = cri::RuntimeCondition {

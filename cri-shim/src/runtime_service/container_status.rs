@@ -1,0 +1,81 @@
+//! ContainerStatus: the recorded state, folded together with what the monitor wrote on disk.
+
+use super::Runtime;
+use crate::error::CriError;
+use crate::state::{ContainerRecord, ContainerState};
+use skiff_proto::runtime::v1 as cri;
+use std::collections::HashMap;
+
+impl Runtime {
+    pub(super) async fn container_status(
+        &self,
+        request: cri::ContainerStatusRequest,
+    ) -> Result<cri::ContainerStatusResponse, CriError> {
+        let record = self
+            .find_container(&request.container_id)?
+            .and_then(|found| self.refreshed_container(&found.id).transpose())
+            .transpose()?
+            .ok_or_else(|| {
+                CriError::NotFound(format!("container {:?} not found", request.container_id))
+            })?;
+        let config = record.config();
+        let mut info = HashMap::new();
+        if request.verbose {
+            let verbose = serde_json::json!({
+                "pid": record.pid,
+                "bundle": record.bundle,
+                "sandboxID": record.sandbox_id,
+            });
+            info.insert("info".to_string(), verbose.to_string());
+        }
+        Ok(cri::ContainerStatusResponse {
+            status: Some(cri::ContainerStatus {
+                id: record.id.clone(),
+                metadata: config.metadata.clone(),
+                state: cri_state(&record) as i32,
+                created_at: record.created_at,
+                started_at: record.started_at,
+                finished_at: record.finished_at,
+                exit_code: record.exit_code,
+                image: Some(cri::ImageSpec {
+                    image: record.image_ref.clone(),
+                    ..Default::default()
+                }),
+                image_ref: self.image_ref(&record),
+                image_id: record.image_id.clone(),
+                reason: record.reason.clone(),
+                message: record.message.clone(),
+                labels: config.labels.clone(),
+                annotations: config.annotations.clone(),
+                mounts: config.mounts.clone(),
+                log_path: record
+                    .log_path
+                    .as_ref()
+                    .map(|p| p.display().to_string())
+                    .unwrap_or_default(),
+                ..Default::default()
+            }),
+            info,
+        })
+    }
+
+    /// The image reference the CRI reports: a repo digest when the image has one, else its ID.
+    pub(super) fn image_ref(&self, record: &ContainerRecord) -> String {
+        self.images
+            .find(&record.image_id)
+            .ok()
+            .flatten()
+            .and_then(|image| image.repo_digests.first().cloned())
+            .unwrap_or_else(|| record.image_id.clone())
+    }
+}
+
+/// The CRI state of a container record.
+pub(super) fn cri_state(record: &ContainerRecord) -> cri::ContainerState {
+    match record.state {
+        ContainerState::Created => cri::ContainerState::ContainerCreated,
+        ContainerState::Running => cri::ContainerState::ContainerRunning,
+        ContainerState::Exited => cri::ContainerState::ContainerExited,
+        ContainerState::Creating | ContainerState::Unknown => cri::ContainerState::ContainerUnknown,
+    }
+}

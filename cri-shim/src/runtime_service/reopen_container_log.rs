@@ -1,0 +1,34 @@
+//! ReopenContainerLog: ask the container's monitor to reopen its log file (after rotation).
+
+use super::Runtime;
+use crate::container::ContainerPaths;
+use crate::error::CriError;
+use crate::state::ContainerState;
+use skiff_proto::runtime::v1 as cri;
+
+impl Runtime {
+    pub(super) async fn reopen_container_log(
+        &self,
+        request: cri::ReopenContainerLogRequest,
+    ) -> Result<cri::ReopenContainerLogResponse, CriError> {
+        let record = self
+            .find_container(&request.container_id)?
+            .and_then(|found| self.refreshed_container(&found.id).transpose())
+            .transpose()?
+            .ok_or_else(|| {
+                CriError::NotFound(format!("container {:?} not found", request.container_id))
+            })?;
+        if record.state != ContainerState::Running {
+            return Err(CriError::FailedPrecondition(format!(
+                "container {} is not running",
+                record.id
+            )));
+        }
+        let socket_dir = ContainerPaths::new(&record.bundle).socket_dir;
+        tokio::task::spawn_blocking(move || skiff_runtime::monitor::reopen_log(&socket_dir))
+            .await
+            .map_err(CriError::task)?
+            .map_err(|e| CriError::Internal(e.to_string()))?;
+        Ok(cri::ReopenContainerLogResponse {})
+    }
+}

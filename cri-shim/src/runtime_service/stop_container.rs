@@ -1,0 +1,92 @@
+//! StopContainer: the stop signal, up to `timeout` seconds for the process to exit, then
+//! SIGKILL. Idempotent: a stopped or missing container is fine.
+
+use super::Runtime;
+use crate::container::{refresh, ContainerPaths};
+use crate::error::CriError;
+use crate::state::ContainerState;
+use skiff_proto::runtime::v1 as cri;
+use std::time::{Duration, Instant};
+
+/// After SIGKILL, how long to wait for the monitor to record the exit.
+const KILL_GRACE: Duration = Duration::from_secs(10);
+
+impl Runtime {
+    pub(super) async fn stop_container(
+        &self,
+        request: cri::StopContainerRequest,
+    ) -> Result<cri::StopContainerResponse, CriError> {
+        let Some(found) = self.find_container(&request.container_id)? else {
+            return Ok(cri::StopContainerResponse {});
+        };
+        let _guard = self.locks.lock(&found.id).await;
+        self.stop_container_locked(&found.id, request.timeout.max(0) as u64)
+            .await?;
+        Ok(cri::StopContainerResponse {})
+    }
+
+    /// Stops a container whose lock the caller holds.
+    pub(super) async fn stop_container_locked(
+        &self,
+        id: &str,
+        timeout_secs: u64,
+    ) -> Result<(), CriError> {
+        let Some(mut record) = self.refreshed_container(id)? else {
+            return Ok(());
+        };
+        if !matches!(
+            record.state,
+            ContainerState::Created | ContainerState::Running
+        ) {
+            return Ok(());
+        }
+        let signal = self
+            .stop_signal(&record.image_id)
+            .unwrap_or_else(|| "TERM".into());
+        if timeout_secs > 0 {
+            self.helpers
+                .kill(id, &signal)
+                .await
+                .map_err(|e| CriError::Internal(e.to_string()))?;
+            if wait_exit(&mut record, Duration::from_secs(timeout_secs)).await {
+                self.state.put_container(&record)?;
+                return Ok(());
+            }
+        }
+        self.helpers
+            .kill(id, "KILL")
+            .await
+            .map_err(|e| CriError::Internal(e.to_string()))?;
+        if !wait_exit(&mut record, KILL_GRACE).await {
+            return Err(CriError::Internal(format!(
+                "container {id} did not exit {KILL_GRACE:?} after SIGKILL"
+            )));
+        }
+        self.state.put_container(&record)?;
+        Ok(())
+    }
+
+    /// The image's STOPSIGNAL, if it has one.
+    fn stop_signal(&self, image_id: &str) -> Option<String> {
+        let image = self.images.find(image_id).ok()??;
+        self.images.config(&image).ok()?.config?.stop_signal
+    }
+}
+
+/// Polls the monitor's exit file until the container exited or `timeout` passed.
+async fn wait_exit(record: &mut crate::state::ContainerRecord, timeout: Duration) -> bool {
+    let deadline = Instant::now() + timeout;
+    let exit_file = ContainerPaths::new(&record.bundle).exit_file;
+    loop {
+        if exit_file.exists() {
+            refresh(record);
+            if record.state == ContainerState::Exited {
+                return true;
+            }
+        }
+        if Instant::now() >= deadline {
+            return false;
+        }
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+}

@@ -1,0 +1,137 @@
+//! Persistent state of pods and containers (redb), so skiffd can restart and tell the truth.
+//!
+//! Records are written *before* the host work they describe starts (state `Creating`), so after
+//! a crash skiffd knows what to finish or clean up; then updated as each step completes.
+
+mod records;
+
+pub use records::{ContainerRecord, ContainerState, SandboxRecord, SandboxState};
+
+use redb::{Database, ReadableDatabase, ReadableTable, TableDefinition};
+use serde::{de::DeserializeOwned, Serialize};
+use std::path::Path;
+
+const SANDBOXES: TableDefinition<&str, &[u8]> = TableDefinition::new("sandboxes");
+const CONTAINERS: TableDefinition<&str, &[u8]> = TableDefinition::new("containers");
+
+/// A failure of the state database.
+#[derive(Debug, thiserror::Error)]
+#[error("state database: {0}")]
+pub struct StateError(String);
+
+fn db_err(e: impl Into<redb::Error>) -> StateError {
+    StateError(e.into().to_string())
+}
+
+/// The pod and container database.
+#[derive(Debug)]
+pub struct StateStore {
+    db: Database,
+}
+
+impl StateStore {
+    /// Opens or creates the database file.
+    pub fn open(path: &Path) -> Result<Self, StateError> {
+        let db = Database::create(path).map_err(db_err)?;
+        let txn = db.begin_write().map_err(db_err)?;
+        txn.open_table(SANDBOXES).map_err(db_err)?;
+        txn.open_table(CONTAINERS).map_err(db_err)?;
+        txn.commit().map_err(db_err)?;
+        Ok(StateStore { db })
+    }
+
+    fn put<T: Serialize>(
+        &self,
+        table: TableDefinition<&str, &[u8]>,
+        key: &str,
+        value: &T,
+    ) -> Result<(), StateError> {
+        let bytes = serde_json::to_vec(value).map_err(|e| StateError(e.to_string()))?;
+        let txn = self.db.begin_write().map_err(db_err)?;
+        txn.open_table(table)
+            .map_err(db_err)?
+            .insert(key, bytes.as_slice())
+            .map_err(db_err)?;
+        txn.commit().map_err(db_err)
+    }
+
+    fn get<T: DeserializeOwned>(
+        &self,
+        table: TableDefinition<&str, &[u8]>,
+        key: &str,
+    ) -> Result<Option<T>, StateError> {
+        let txn = self.db.begin_read().map_err(db_err)?;
+        let table = txn.open_table(table).map_err(db_err)?;
+        let Some(value) = table.get(key).map_err(db_err)? else {
+            return Ok(None);
+        };
+        serde_json::from_slice(value.value())
+            .map(Some)
+            .map_err(|e| StateError(format!("record {key}: {e}")))
+    }
+
+    fn all<T: DeserializeOwned>(
+        &self,
+        table: TableDefinition<&str, &[u8]>,
+    ) -> Result<Vec<T>, StateError> {
+        let txn = self.db.begin_read().map_err(db_err)?;
+        let table = txn.open_table(table).map_err(db_err)?;
+        let mut out = Vec::new();
+        for entry in table.iter().map_err(db_err)? {
+            let (key, value) = entry.map_err(db_err)?;
+            let record = serde_json::from_slice(value.value())
+                .map_err(|e| StateError(format!("record {}: {e}", key.value())))?;
+            out.push(record);
+        }
+        Ok(out)
+    }
+
+    fn delete(&self, table: TableDefinition<&str, &[u8]>, key: &str) -> Result<(), StateError> {
+        let txn = self.db.begin_write().map_err(db_err)?;
+        txn.open_table(table)
+            .map_err(db_err)?
+            .remove(key)
+            .map_err(db_err)?;
+        txn.commit().map_err(db_err)
+    }
+
+    /// Inserts or replaces a sandbox.
+    pub fn put_sandbox(&self, record: &SandboxRecord) -> Result<(), StateError> {
+        self.put(SANDBOXES, &record.id, record)
+    }
+
+    /// The sandbox with this exact ID.
+    pub fn sandbox(&self, id: &str) -> Result<Option<SandboxRecord>, StateError> {
+        self.get(SANDBOXES, id)
+    }
+
+    /// Every sandbox.
+    pub fn sandboxes(&self) -> Result<Vec<SandboxRecord>, StateError> {
+        self.all(SANDBOXES)
+    }
+
+    /// Forgets a sandbox.
+    pub fn delete_sandbox(&self, id: &str) -> Result<(), StateError> {
+        self.delete(SANDBOXES, id)
+    }
+
+    /// Inserts or replaces a container.
+    pub fn put_container(&self, record: &ContainerRecord) -> Result<(), StateError> {
+        self.put(CONTAINERS, &record.id, record)
+    }
+
+    /// The container with this exact ID.
+    pub fn container(&self, id: &str) -> Result<Option<ContainerRecord>, StateError> {
+        self.get(CONTAINERS, id)
+    }
+
+    /// Every container.
+    pub fn containers(&self) -> Result<Vec<ContainerRecord>, StateError> {
+        self.all(CONTAINERS)
+    }
+
+    /// Forgets a container.
+    pub fn delete_container(&self, id: &str) -> Result<(), StateError> {
+        self.delete(CONTAINERS, id)
+    }
+}
