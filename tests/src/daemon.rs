@@ -13,6 +13,8 @@ use tonic::transport::{Channel, Endpoint, Uri};
 /// A running skiffd and the directory it lives in.
 pub struct Skiffd {
     child: Option<Child>,
+    /// The test network, when the daemon has one (dropped after the daemon is gone).
+    network: Option<TestNetwork>,
     dir: tempfile::TempDir,
     /// The CRI socket.
     pub socket: PathBuf,
@@ -46,6 +48,19 @@ impl Skiffd {
     /// Starts skiffd with a fresh root; `extra_config` is appended to the generated TOML (for
     /// registry mirrors, a CNI conf dir…).
     pub fn start(extra_config: &str) -> Result<Skiffd> {
+        let mut daemon = Skiffd::start_bare(extra_config)?;
+        daemon.network = Some(TestNetwork::install(&daemon)?);
+        Ok(daemon)
+    }
+
+    /// The test network of this daemon (bridge, subnet), if it has one.
+    pub fn network(&self) -> Option<&TestNetwork> {
+        self.network.as_ref()
+    }
+
+    /// Starts skiffd without any CNI network configured (pods then fail to get a network,
+    /// as with containerd).
+    pub fn start_bare(extra_config: &str) -> Result<Skiffd> {
         let dir = tempfile::Builder::new().prefix("skiffd-test-").tempdir()?;
         let socket = dir.path().join("run/skiff.sock");
         let cni_dir = dir.path().join("cni");
@@ -65,6 +80,7 @@ impl Skiffd {
         std::fs::write(&config_path, config)?;
         let mut daemon = Skiffd {
             child: None,
+            network: None,
             dir,
             socket,
             config_path,
@@ -201,5 +217,194 @@ impl Skiffd {
 impl Drop for Skiffd {
     fn drop(&mut self) {
         self.kill();
+        // A test that failed half-way leaves containers behind: kill them through the runtime
+        // (their monitors then exit) before anything is unmounted.
+        delete_containers(&self.dir.path().join("run/oci"));
+        kill_pause_processes(&self.dir.path().join("run/sandboxes"));
+        // A test that failed half-way leaves pods behind: release whatever the daemon mounted
+        // under its directory (pinned namespaces, rootfs overlays), deepest first, so nothing
+        // outlives the test.
+        unmount_below(self.dir.path());
+        if let Some(network) = self.network.take() {
+            network.remove_bridge();
+        }
+    }
+}
+
+/// A CNI network of its own for one test daemon: the bundled plugins, a bridge and a /24 that
+/// no other test uses at the same time (a lock file per subnet number, held while the test runs).
+pub struct TestNetwork {
+    /// Subnet number N: the pods get 10.216.N.0/24.
+    pub number: u8,
+    /// The bridge, `sktN`.
+    pub bridge: String,
+    conflist: serde_json::Value,
+    bin_dir: PathBuf,
+    _lock: std::fs::File,
+}
+
+impl TestNetwork {
+    fn install(daemon: &Skiffd) -> Result<TestNetwork> {
+        let (number, lock) = claim_subnet()?;
+        for plugin in ["skiff-bridge", "skiff-portmap"] {
+            let source = sibling_binary(plugin, "SKIFF_CNI_BIN_DIR_UNUSED");
+            std::os::unix::fs::symlink(&source, daemon.cni_bin_dir().join(plugin))
+                .with_context(|| format!("linking {}", source.display()))?;
+        }
+        let bridge = format!("skt{number}");
+        let conflist = serde_json::json!({
+            "cniVersion": "1.1.0",
+            "name": format!("skiff-test-{number}"),
+            "plugins": [
+                {
+                    "type": "skiff-bridge",
+                    "bridge": bridge,
+                    "isGateway": true,
+                    "ipMasq": true,
+                    "hairpinMode": true,
+                    "ipam": {
+                        "type": "host-local",
+                        "ranges": [[{"subnet": format!("10.216.{number}.0/24")}]],
+                        "routes": [{"dst": "0.0.0.0/0"}],
+                        "dataDir": daemon.dir().join("cni-leases"),
+                    }
+                },
+                {"type": "skiff-portmap", "capabilities": {"portMappings": true}}
+            ]
+        });
+        std::fs::write(
+            daemon.cni_conf_dir().join("10-test.conflist"),
+            serde_json::to_vec_pretty(&conflist)?,
+        )?;
+        Ok(TestNetwork {
+            number,
+            bridge,
+            conflist,
+            bin_dir: daemon.cni_bin_dir(),
+            _lock: lock,
+        })
+    }
+
+    /// CNI GC with no valid attachments: the plugins release every lease and nftables rule a
+    /// failed test left (the same mechanism skiffd uses at startup).
+    fn collect_garbage(&self) {
+        let Some(plugins) = self.conflist["plugins"].as_array() else {
+            return;
+        };
+        for plugin in plugins {
+            let mut config = plugin.clone();
+            config["cniVersion"] = self.conflist["cniVersion"].clone();
+            config["name"] = self.conflist["name"].clone();
+            config["cni.dev/valid-attachments"] = serde_json::json!([]);
+            let kind = plugin["type"].as_str().unwrap_or_default();
+            let Ok(mut child) = Command::new(self.bin_dir.join(kind))
+                .env("CNI_COMMAND", "GC")
+                .env("CNI_PATH", &self.bin_dir)
+                .stdin(Stdio::piped())
+                .stdout(Stdio::null())
+                .stderr(Stdio::null())
+                .spawn()
+            else {
+                continue;
+            };
+            if let Some(mut stdin) = child.stdin.take() {
+                use std::io::Write;
+                let _ = stdin.write_all(config.to_string().as_bytes());
+            }
+            let _ = child.wait();
+        }
+    }
+
+    /// The gateway (bridge) address, `10.216.N.1`.
+    pub fn gateway(&self) -> String {
+        format!("10.216.{}.1", self.number)
+    }
+
+    /// Releases what a failed test left (leases, rules) and deletes the bridge the plugin
+    /// created (pods are gone by now).
+    fn remove_bridge(&self) {
+        self.collect_garbage();
+        let _ = Command::new("ip")
+            .args(["link", "del", &self.bridge])
+            .stderr(Stdio::null())
+            .status();
+    }
+}
+
+/// Takes the first free subnet number, holding its lock file until the returned file closes.
+fn claim_subnet() -> Result<(u8, std::fs::File)> {
+    let dir = std::env::temp_dir().join("skiff-test-subnets");
+    std::fs::create_dir_all(&dir)?;
+    for number in 1..=250u8 {
+        let file = std::fs::File::create(dir.join(format!("{number}.lock")))?;
+        if file.try_lock().is_ok() {
+            return Ok((number, file));
+        }
+    }
+    bail!("no free test subnet: 250 test daemons at once?")
+}
+
+/// Force-deletes every container in the OCI runtime state dir `oci_root`.
+fn delete_containers(oci_root: &Path) {
+    let Ok(entries) = std::fs::read_dir(oci_root) else {
+        return;
+    };
+    let runtime = sibling_binary("skiff-oci", "SKIFF_OCI_BIN");
+    for entry in entries.flatten() {
+        let _ = Command::new(&runtime)
+            .arg("--root")
+            .arg(oci_root)
+            .args(["delete", "--force"])
+            .arg(entry.file_name())
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .status();
+    }
+}
+
+/// Kills the pause processes holding the shared PID namespaces pinned under `sandboxes`.
+fn kill_pause_processes(sandboxes: &Path) {
+    use std::os::unix::fs::MetadataExt;
+    let Ok(entries) = std::fs::read_dir(sandboxes) else {
+        return;
+    };
+    let pinned: Vec<(u64, u64)> = entries
+        .flatten()
+        .filter_map(|e| std::fs::metadata(e.path().join("ns/pid")).ok())
+        .map(|m| (m.dev(), m.ino()))
+        .collect();
+    if pinned.is_empty() {
+        return;
+    }
+    for proc_entry in std::fs::read_dir("/proc").into_iter().flatten().flatten() {
+        let Ok(pid) = proc_entry.file_name().to_string_lossy().parse::<i32>() else {
+            continue;
+        };
+        let Ok(ns) = std::fs::metadata(proc_entry.path().join("ns/pid")) else {
+            continue;
+        };
+        if pinned.contains(&(ns.dev(), ns.ino())) {
+            let _ = nix::sys::signal::kill(
+                nix::unistd::Pid::from_raw(pid),
+                nix::sys::signal::Signal::SIGKILL,
+            );
+        }
+    }
+}
+
+/// Lazily unmounts every mount point under `dir`, deepest first.
+pub fn unmount_below(dir: &Path) {
+    let Ok(info) = std::fs::read_to_string("/proc/self/mountinfo") else {
+        return;
+    };
+    let prefix = format!("{}/", dir.display());
+    let mut points: Vec<&str> = info
+        .lines()
+        .filter_map(|line| line.split(' ').nth(4))
+        .filter(|point| point.starts_with(&prefix))
+        .collect();
+    points.sort_by_key(|p| std::cmp::Reverse(p.len()));
+    for point in points {
+        let _ = nix::mount::umount2(point, nix::mount::MntFlags::MNT_DETACH);
     }
 }

@@ -1,6 +1,7 @@
 //! Test support for skiff's end-to-end tests: a real skiffd ([`daemon`]), a real registry
 //! ([`registry`]) and OCI images built from the host's busybox ([`busybox`], [`oci_layout`]).
 pub mod busybox;
+pub mod cri;
 pub mod daemon;
 pub mod oci_layout;
 pub mod registry;

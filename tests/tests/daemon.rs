@@ -35,7 +35,7 @@ fn condition<'a>(status: &'a cri::StatusResponse, kind: &str) -> &'a cri::Runtim
 
 #[tokio::test]
 async fn network_ready_follows_the_cni_config_and_verbose_shows_the_config() {
-    let daemon = Skiffd::start("").unwrap();
+    let daemon = Skiffd::start_bare("").unwrap();
     let mut runtime = daemon.runtime().await.unwrap();
     let status = runtime
         .status(cri::StatusRequest { verbose: true })
@@ -74,7 +74,11 @@ async fn network_ready_follows_the_cni_config_and_verbose_shows_the_config() {
     assert!(status.info.is_empty());
 
     let plugin = daemon.cni_bin_dir().join("skiff-bridge");
-    std::fs::write(&plugin, "#!/bin/sh\n").unwrap();
+    std::os::unix::fs::symlink(
+        skiff_tests::daemon::sibling_binary("skiff-bridge", "SKIFF_BRIDGE_BIN"),
+        &plugin,
+    )
+    .unwrap();
     let status = runtime
         .status(cri::StatusRequest { verbose: false })
         .await
@@ -89,17 +93,17 @@ async fn rpcs_not_built_yet_say_so_by_name() {
     let daemon = Skiffd::start("").unwrap();
     let mut runtime = daemon.runtime().await.unwrap();
     let err = runtime
-        .run_pod_sandbox(cri::RunPodSandboxRequest::default())
+        .checkpoint_container(cri::CheckpointContainerRequest::default())
         .await
         .unwrap_err();
     assert_eq!(err.code(), Code::Unimplemented);
-    assert!(err.message().contains("RunPodSandbox"), "{err}");
+    assert!(err.message().contains("CheckpointContainer"), "{err}");
     let err = runtime
-        .exec_sync(cri::ExecSyncRequest::default())
+        .port_forward(cri::PortForwardRequest::default())
         .await
         .unwrap_err();
     assert_eq!(err.code(), Code::Unimplemented);
-    assert!(err.message().contains("ExecSync"), "{err}");
+    assert!(err.message().contains("PortForward"), "{err}");
 }
 
 #[tokio::test]

@@ -1,0 +1,193 @@
+//! Small CRI helpers shared by the end-to-end tests: a pod config, a container config and the
+//! usual call sequences, so each test reads as the steps a kubelet takes.
+
+use crate::busybox::{busybox_layout, Variant};
+use crate::daemon::Skiffd;
+use crate::registry::{push, Format, Registry};
+use anyhow::Result;
+use skiff_proto::runtime::v1 as cri;
+use std::collections::HashMap;
+
+/// A pod config with a unique name, `hostname`, DNS settings and a log directory.
+pub fn pod_config(name: &str, hostname: &str, log_dir: &std::path::Path) -> cri::PodSandboxConfig {
+    cri::PodSandboxConfig {
+        metadata: Some(cri::PodSandboxMetadata {
+            name: name.into(),
+            uid: format!("uid-{name}"),
+            namespace: "default".into(),
+            attempt: 0,
+        }),
+        hostname: hostname.into(),
+        log_directory: log_dir.display().to_string(),
+        dns_config: Some(cri::DnsConfig {
+            servers: vec!["10.96.0.10".into()],
+            searches: vec!["default.svc.cluster.local".into()],
+            options: vec!["ndots:5".into()],
+        }),
+        labels: HashMap::from([("app".to_string(), name.to_string())]),
+        linux: Some(cri::LinuxPodSandboxConfig {
+            security_context: Some(cri::LinuxSandboxSecurityContext {
+                namespace_options: Some(cri::NamespaceOption {
+                    pid: cri::NamespaceMode::Container as i32,
+                    ..Default::default()
+                }),
+                ..Default::default()
+            }),
+            ..Default::default()
+        }),
+        ..Default::default()
+    }
+}
+
+/// A container config running `command` from `image`, logging to `<name>.log`.
+pub fn container_config(name: &str, image: &str, command: &[&str]) -> cri::ContainerConfig {
+    cri::ContainerConfig {
+        metadata: Some(cri::ContainerMetadata {
+            name: name.into(),
+            attempt: 0,
+        }),
+        image: Some(cri::ImageSpec {
+            image: image.into(),
+            ..Default::default()
+        }),
+        command: command.iter().map(|s| s.to_string()).collect(),
+        log_path: format!("{name}.log"),
+        labels: HashMap::from([("container".to_string(), name.to_string())]),
+        ..Default::default()
+    }
+}
+
+/// Pushes the busybox image to `registry` and pulls it through `daemon`; returns its name.
+pub async fn pull_busybox(
+    daemon: &Skiffd,
+    registry: &Registry,
+    variant: Variant<'_>,
+) -> Result<String> {
+    let repo = format!("busybox-{}:1", variant.name());
+    push(
+        &busybox_layout(variant),
+        "latest",
+        registry,
+        &repo,
+        Format::Oci,
+    )?;
+    let name = format!("{}/{repo}", registry.addr());
+    daemon
+        .images()
+        .await?
+        .pull_image(cri::PullImageRequest {
+            image: Some(cri::ImageSpec {
+                image: name.clone(),
+                ..Default::default()
+            }),
+            ..Default::default()
+        })
+        .await?;
+    Ok(name)
+}
+
+/// RunPodSandbox.
+pub async fn run_pod(daemon: &Skiffd, config: &cri::PodSandboxConfig) -> Result<String> {
+    Ok(daemon
+        .runtime()
+        .await?
+        .run_pod_sandbox(cri::RunPodSandboxRequest {
+            config: Some(config.clone()),
+            ..Default::default()
+        })
+        .await?
+        .into_inner()
+        .pod_sandbox_id)
+}
+
+/// CreateContainer + StartContainer; returns the container ID.
+pub async fn start_container(
+    daemon: &Skiffd,
+    pod_id: &str,
+    pod: &cri::PodSandboxConfig,
+    config: cri::ContainerConfig,
+) -> Result<String> {
+    let mut runtime = daemon.runtime().await?;
+    let id = runtime
+        .create_container(cri::CreateContainerRequest {
+            pod_sandbox_id: pod_id.into(),
+            config: Some(config),
+            sandbox_config: Some(pod.clone()),
+        })
+        .await?
+        .into_inner()
+        .container_id;
+    runtime
+        .start_container(cri::StartContainerRequest {
+            container_id: id.clone(),
+        })
+        .await?;
+    Ok(id)
+}
+
+/// ExecSync with a timeout in seconds.
+pub async fn exec(
+    daemon: &Skiffd,
+    id: &str,
+    cmd: &[&str],
+    timeout: i64,
+) -> Result<cri::ExecSyncResponse, tonic::Status> {
+    let mut runtime = daemon
+        .runtime()
+        .await
+        .map_err(|e| tonic::Status::unknown(e.to_string()))?;
+    runtime
+        .exec_sync(cri::ExecSyncRequest {
+            container_id: id.into(),
+            cmd: cmd.iter().map(|s| s.to_string()).collect(),
+            timeout,
+        })
+        .await
+        .map(|r| r.into_inner())
+}
+
+/// ContainerStatus.
+pub async fn container_status(daemon: &Skiffd, id: &str) -> Result<cri::ContainerStatus> {
+    daemon
+        .runtime()
+        .await?
+        .container_status(cri::ContainerStatusRequest {
+            container_id: id.into(),
+            verbose: false,
+        })
+        .await?
+        .into_inner()
+        .status
+        .ok_or_else(|| anyhow::anyhow!("no status"))
+}
+
+/// Polls ContainerStatus until the container exited (bounded); returns the final status.
+pub async fn wait_exited(daemon: &Skiffd, id: &str, seconds: u64) -> Result<cri::ContainerStatus> {
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(seconds);
+    loop {
+        let status = container_status(daemon, id).await?;
+        if status.state == cri::ContainerState::ContainerExited as i32 {
+            return Ok(status);
+        }
+        if std::time::Instant::now() > deadline {
+            anyhow::bail!("container {id} still {:?} after {seconds}s", status.state);
+        }
+        tokio::time::sleep(std::time::Duration::from_millis(50)).await;
+    }
+}
+
+/// StopPodSandbox + RemovePodSandbox (which also removes the pod's containers).
+pub async fn remove_pod(daemon: &Skiffd, pod_id: &str) -> Result<()> {
+    let mut runtime = daemon.runtime().await?;
+    runtime
+        .stop_pod_sandbox(cri::StopPodSandboxRequest {
+            pod_sandbox_id: pod_id.into(),
+        })
+        .await?;
+    runtime
+        .remove_pod_sandbox(cri::RemovePodSandboxRequest {
+            pod_sandbox_id: pod_id.into(),
+        })
+        .await?;
+    Ok(())
+}
