@@ -239,6 +239,10 @@ fn stdin_pipe_is_kept_open_only_when_asked() {
         let mut f = Fixture::new("exec sleep 1000");
         f.spec.stdin = stdin;
         let pid = f.spawn().unwrap();
+        // The fake runtime's shell sets up stdin in the child before exec: wait for the exec.
+        wait_until("container exec", || {
+            std::fs::read(format!("/proc/{pid}/cmdline")).is_ok_and(|c| c.starts_with(b"sleep"))
+        });
         let target = std::fs::read_link(format!("/proc/{pid}/fd/0")).unwrap();
         let target = target.display().to_string();
         if stdin {
