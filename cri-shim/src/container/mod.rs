@@ -5,6 +5,7 @@
 //! skiffd never calls libcontainer itself (it is multi-threaded): the monitor runs
 //! `skiff-oci create`, and skiffd runs `skiff-oci start|kill|delete|exec` as short processes.
 
+pub mod cgroups;
 pub mod oci;
 pub mod paths;
 pub mod recover;

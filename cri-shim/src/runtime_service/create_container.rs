@@ -72,6 +72,12 @@ impl Runtime {
 
         let id = new_id();
         let bundle = self.config.state_dir.join("containers").join(&id);
+        let cgroup_parent = pod
+            .linux
+            .as_ref()
+            .map(|l| l.cgroup_parent.trim_end_matches('/').to_string())
+            .filter(|p| !p.is_empty())
+            .unwrap_or_else(|| "/skiff".to_string());
         let log_path = match (pod.log_directory.as_str(), config.log_path.as_str()) {
             (dir, file) if !dir.is_empty() && !file.is_empty() => {
                 Some(PathBuf::from(dir).join(file))
@@ -95,6 +101,7 @@ impl Runtime {
             log_path,
             bundle: bundle.clone(),
             pid: 0,
+            cgroups_path: format!("{cgroup_parent}/{id}"),
         };
         // Recorded before any host work, so a crash from here on is rolled back at restart.
         self.state.put_container(&record)?;
@@ -145,13 +152,7 @@ impl Runtime {
             resolv_conf: files.resolv_conf,
             shm_dir: None,
         };
-        let cgroup_parent = pod
-            .linux
-            .as_ref()
-            .map(|l| l.cgroup_parent.trim_end_matches('/').to_string())
-            .filter(|p| !p.is_empty())
-            .unwrap_or_else(|| "/skiff".to_string());
-        let cgroups_path = format!("{cgroup_parent}/{}", record.id);
+        let cgroups_path = record.cgroups_path.clone();
         let (sandbox_id, config) = (sandbox.id.clone(), config.clone());
         let rootfs_dir = paths.rootfs.clone();
         let bundle = paths.bundle.clone();

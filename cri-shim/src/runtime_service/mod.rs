@@ -1,11 +1,13 @@
 //! The CRI RuntimeService. Implemented RPCs live one per file; every RPC that skiff does not
 //! implement yet answers UNIMPLEMENTED with its name (never a fake success).
 
+mod container_stats;
 mod container_status;
 mod create_container;
 mod exec_sync;
 mod list_containers;
 mod list_pod_sandbox;
+mod pod_sandbox_stats;
 mod pod_sandbox_status;
 mod remove_container;
 mod remove_pod_sandbox;
@@ -15,10 +17,12 @@ mod start_container;
 mod status;
 mod stop_container;
 mod stop_pod_sandbox;
+mod update_container_resources;
 mod version;
 
 use crate::cni::{Attachment, Cni};
 use crate::config::Config;
+use crate::container::cgroups::Cgroups;
 use crate::container::oci::Helpers;
 use crate::container::refresh;
 use crate::error::CriError;
@@ -41,6 +45,9 @@ pub struct Runtime {
     images: Arc<ImageStore>,
     helpers: Helpers,
     cni: Arc<Cni>,
+    cgroups: Cgroups,
+    /// The previous CPU counter sample per container, to report a rate.
+    cpu_samples: Arc<std::sync::Mutex<std::collections::HashMap<String, (i64, u64)>>>,
     /// Per-object locks: a sandbox or container ID, or a pod attempt's name while it is created.
     locks: Arc<KeyedLocks>,
 }
@@ -61,6 +68,8 @@ impl Runtime {
             images,
             helpers,
             cni,
+            cgroups: Cgroups::detect(),
+            cpu_samples: Arc::default(),
             locks: Arc::new(KeyedLocks::default()),
         }
     }
@@ -311,9 +320,13 @@ impl RuntimeService for Runtime {
 
     async fn update_container_resources(
         &self,
-        _request: Request<cri::UpdateContainerResourcesRequest>,
+        request: Request<cri::UpdateContainerResourcesRequest>,
     ) -> Result<Response<cri::UpdateContainerResourcesResponse>, Status> {
-        not_yet("UpdateContainerResources").await
+        rpc(
+            "UpdateContainerResources",
+            self.update_container_resources(request.into_inner()),
+        )
+        .await
     }
 
     async fn reopen_container_log(
@@ -357,16 +370,20 @@ impl RuntimeService for Runtime {
 
     async fn container_stats(
         &self,
-        _request: Request<cri::ContainerStatsRequest>,
+        request: Request<cri::ContainerStatsRequest>,
     ) -> Result<Response<cri::ContainerStatsResponse>, Status> {
-        not_yet("ContainerStats").await
+        rpc("ContainerStats", self.container_stats(request.into_inner())).await
     }
 
     async fn list_container_stats(
         &self,
-        _request: Request<cri::ListContainerStatsRequest>,
+        request: Request<cri::ListContainerStatsRequest>,
     ) -> Result<Response<cri::ListContainerStatsResponse>, Status> {
-        not_yet("ListContainerStats").await
+        rpc(
+            "ListContainerStats",
+            self.list_container_stats(request.into_inner()),
+        )
+        .await
     }
 
     type StreamContainerStatsStream = Streamed<cri::StreamContainerStatsResponse>;
@@ -380,16 +397,24 @@ impl RuntimeService for Runtime {
 
     async fn pod_sandbox_stats(
         &self,
-        _request: Request<cri::PodSandboxStatsRequest>,
+        request: Request<cri::PodSandboxStatsRequest>,
     ) -> Result<Response<cri::PodSandboxStatsResponse>, Status> {
-        not_yet("PodSandboxStats").await
+        rpc(
+            "PodSandboxStats",
+            self.pod_sandbox_stats(request.into_inner()),
+        )
+        .await
     }
 
     async fn list_pod_sandbox_stats(
         &self,
-        _request: Request<cri::ListPodSandboxStatsRequest>,
+        request: Request<cri::ListPodSandboxStatsRequest>,
     ) -> Result<Response<cri::ListPodSandboxStatsResponse>, Status> {
-        not_yet("ListPodSandboxStats").await
+        rpc(
+            "ListPodSandboxStats",
+            self.list_pod_sandbox_stats(request.into_inner()),
+        )
+        .await
     }
 
     type StreamPodSandboxStatsStream = Streamed<cri::StreamPodSandboxStatsResponse>;

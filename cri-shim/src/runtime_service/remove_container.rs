@@ -32,6 +32,10 @@ impl Runtime {
             .map_err(|e| CriError::Internal(e.to_string()))?;
         self.destroy_container(&record).await;
         self.state.delete_container(id)?;
+        self.cpu_samples
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .remove(id);
         Ok(())
     }
 

@@ -113,6 +113,9 @@ pub struct ContainerRecord {
     pub bundle: PathBuf,
     /// PID of the container's init while it runs.
     pub pid: u32,
+    /// `linux.cgroupsPath` of its spec: where its usage is read and limits are written.
+    #[serde(default)]
+    pub cgroups_path: String,
 }
 
 impl ContainerRecord {

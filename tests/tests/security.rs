@@ -1,0 +1,326 @@
+//! Security context, resources and stats, observed the way a user would: from inside the
+//! container (`id`, `/proc/self/status`, a write that fails) and from the host's cgroup tree.
+
+use skiff_proto::runtime::v1 as cri;
+use skiff_tests::busybox::Variant;
+use skiff_tests::cri::*;
+use skiff_tests::daemon::Skiffd;
+use skiff_tests::registry::Registry;
+use std::time::Duration;
+
+/// One pod with the plain and the USER busybox images pulled.
+struct Setup {
+    _registry: Registry,
+    daemon: Skiffd,
+    image: String,
+    user_image: String,
+    pod: cri::PodSandboxConfig,
+    pod_id: String,
+    logs: tempfile::TempDir,
+}
+
+async fn setup(name: &str) -> Setup {
+    let registry = Registry::start().unwrap();
+    let daemon = Skiffd::start("").unwrap();
+    let image = pull_busybox(&daemon, &registry, Variant::Plain)
+        .await
+        .unwrap();
+    let user_image = pull_busybox(&daemon, &registry, Variant::User)
+        .await
+        .unwrap();
+    let logs = tempfile::tempdir().unwrap();
+    let pod = pod_config(name, name, logs.path());
+    let pod_id = run_pod(&daemon, &pod).await.unwrap();
+    Setup {
+        _registry: registry,
+        daemon,
+        image,
+        user_image,
+        pod,
+        pod_id,
+        logs,
+    }
+}
+
+fn with_security(
+    mut config: cri::ContainerConfig,
+    security: cri::LinuxContainerSecurityContext,
+) -> cri::ContainerConfig {
+    config
+        .linux
+        .get_or_insert_with(Default::default)
+        .security_context = Some(security);
+    config
+}
+
+async fn output(s: &Setup, id: &str, cmd: &[&str]) -> (i32, String, String) {
+    let reply = exec(&s.daemon, id, cmd, 10).await.unwrap();
+    (
+        reply.exit_code,
+        String::from_utf8_lossy(&reply.stdout).into_owned(),
+        String::from_utf8_lossy(&reply.stderr).into_owned(),
+    )
+}
+
+/// The value of a `Key:\tvalue` line of /proc/1/status inside the container.
+async fn proc_status(s: &Setup, id: &str, key: &str) -> String {
+    let (_, text, _) = output(s, id, &["cat", "/proc/1/status"]).await;
+    text.lines()
+        .find_map(|l| l.strip_prefix(&format!("{key}:")))
+        .unwrap_or_default()
+        .trim()
+        .to_string()
+}
+
+const SLEEP: &[&str] = &["sleep", "3600"];
+
+#[tokio::test]
+async fn users_come_from_the_image_or_the_security_context() {
+    let s = setup("sec-users").await;
+    let from_image = start_container(
+        &s.daemon,
+        &s.pod_id,
+        &s.pod,
+        container_config("image-user", &s.user_image, SLEEP),
+    )
+    .await
+    .unwrap();
+    assert_eq!(output(&s, &from_image, &["id", "-u"]).await.1, "1000\n");
+    assert_eq!(output(&s, &from_image, &["id", "-un"]).await.1, "skiff\n");
+
+    let overridden = start_container(
+        &s.daemon,
+        &s.pod_id,
+        &s.pod,
+        with_security(
+            container_config("override", &s.user_image, SLEEP),
+            cri::LinuxContainerSecurityContext {
+                run_as_user: Some(cri::Int64Value { value: 65534 }),
+                supplemental_groups: vec![4242],
+                ..Default::default()
+            },
+        ),
+    )
+    .await
+    .unwrap();
+    assert_eq!(output(&s, &overridden, &["id", "-u"]).await.1, "65534\n");
+    assert!(output(&s, &overridden, &["id", "-G"])
+        .await
+        .1
+        .contains("4242"));
+    remove_pod(&s.daemon, &s.pod_id).await.unwrap();
+}
+
+#[tokio::test]
+async fn readonly_rootfs_capabilities_no_new_privs_and_seccomp_hold_inside() {
+    let s = setup("sec-caps").await;
+    let default = start_container(
+        &s.daemon,
+        &s.pod_id,
+        &s.pod,
+        container_config("default", &s.image, SLEEP),
+    )
+    .await
+    .unwrap();
+    let hardened = start_container(
+        &s.daemon,
+        &s.pod_id,
+        &s.pod,
+        with_security(
+            container_config("hardened", &s.image, SLEEP),
+            cri::LinuxContainerSecurityContext {
+                readonly_rootfs: true,
+                no_new_privs: true,
+                capabilities: Some(cri::Capability {
+                    drop_capabilities: vec!["NET_RAW".into()],
+                    ..Default::default()
+                }),
+                seccomp: Some(cri::SecurityProfile {
+                    profile_type: cri::security_profile::ProfileType::RuntimeDefault as i32,
+                    ..Default::default()
+                }),
+                ..Default::default()
+            },
+        ),
+    )
+    .await
+    .unwrap();
+
+    // A read-only root refuses writes; the default one takes them.
+    let (code, _, err) = output(&s, &hardened, &["touch", "/new-file"]).await;
+    assert_ne!(code, 0);
+    assert!(err.contains("Read-only"), "{err}");
+    assert_eq!(output(&s, &default, &["touch", "/new-file"]).await.0, 0);
+
+    // CAP_NET_RAW is bit 13 of the effective set: there by default, gone when dropped.
+    let net_raw = |hex: &str| u64::from_str_radix(hex, 16).unwrap() & (1 << 13) != 0;
+    assert!(net_raw(&proc_status(&s, &default, "CapEff").await));
+    assert!(!net_raw(&proc_status(&s, &hardened, "CapEff").await));
+    // CAP_SYS_ADMIN (bit 21) is never in the default set.
+    assert_eq!(
+        u64::from_str_radix(&proc_status(&s, &default, "CapEff").await, 16).unwrap() & (1 << 21),
+        0
+    );
+    assert_eq!(proc_status(&s, &hardened, "NoNewPrivs").await, "1");
+    assert_eq!(
+        proc_status(&s, &hardened, "Seccomp").await,
+        "2",
+        "filter mode"
+    );
+    // The container sees its own processes only, and masked /proc paths are empty.
+    let (_, ps, _) = output(&s, &default, &["ps", "-o", "pid,args"]).await;
+    assert!(!ps.contains("skiffd"), "host processes visible: {ps}");
+    let (_, keys, _) = output(&s, &default, &["cat", "/proc/keys"]).await;
+    assert!(keys.is_empty());
+    remove_pod(&s.daemon, &s.pod_id).await.unwrap();
+}
+
+#[tokio::test]
+async fn memory_limits_reach_the_cgroup_and_updates_follow() {
+    let s = setup("sec-limits").await;
+    let mut config = container_config("limited", &s.image, SLEEP);
+    config.linux = Some(cri::LinuxContainerConfig {
+        resources: Some(cri::LinuxContainerResources {
+            memory_limit_in_bytes: 64 << 20,
+            cpu_shares: 512,
+            ..Default::default()
+        }),
+        ..Default::default()
+    });
+    let id = start_container(&s.daemon, &s.pod_id, &s.pod, config)
+        .await
+        .unwrap();
+    let memory = format!("/sys/fs/cgroup/memory/skiff/{id}/memory.limit_in_bytes");
+    let shares = format!("/sys/fs/cgroup/cpu/skiff/{id}/cpu.shares");
+    assert_eq!(std::fs::read_to_string(&memory).unwrap().trim(), "67108864");
+    assert_eq!(std::fs::read_to_string(&shares).unwrap().trim(), "512");
+
+    let mut runtime = s.daemon.runtime().await.unwrap();
+    runtime
+        .update_container_resources(cri::UpdateContainerResourcesRequest {
+            container_id: id.clone(),
+            linux: Some(cri::LinuxContainerResources {
+                memory_limit_in_bytes: 128 << 20,
+                ..Default::default()
+            }),
+            ..Default::default()
+        })
+        .await
+        .unwrap();
+    assert_eq!(
+        std::fs::read_to_string(&memory).unwrap().trim(),
+        "134217728"
+    );
+    remove_pod(&s.daemon, &s.pod_id).await.unwrap();
+    assert!(
+        !std::path::Path::new(&memory).exists(),
+        "the container's cgroup is removed with it"
+    );
+}
+
+#[tokio::test]
+async fn stats_show_a_busy_container_working() {
+    let s = setup("sec-stats").await;
+    let busy = start_container(
+        &s.daemon,
+        &s.pod_id,
+        &s.pod,
+        container_config("busy", &s.image, &["sh", "-c", "while true; do :; done"]),
+    )
+    .await
+    .unwrap();
+    let mut runtime = s.daemon.runtime().await.unwrap();
+    let stats =
+        |runtime: &mut skiff_proto::runtime::v1::runtime_service_client::RuntimeServiceClient<
+            _,
+        >| {
+            let id = busy.clone();
+            let mut runtime = runtime.clone();
+            async move {
+                runtime
+                    .container_stats(cri::ContainerStatsRequest { container_id: id })
+                    .await
+                    .unwrap()
+                    .into_inner()
+                    .stats
+                    .unwrap()
+            }
+        };
+    let first = stats(&mut runtime).await;
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    let second = stats(&mut runtime).await;
+    let cpu = second.cpu.unwrap();
+    assert!(cpu.usage_core_nano_seconds.unwrap().value > 0);
+    assert!(
+        cpu.usage_nano_cores.unwrap().value > 100_000_000,
+        "a busy loop uses more than 0.1 core"
+    );
+    assert!(second.memory.unwrap().working_set_bytes.unwrap().value > 0);
+    assert!(first.writable_layer.is_some());
+
+    let pod = runtime
+        .pod_sandbox_stats(cri::PodSandboxStatsRequest {
+            pod_sandbox_id: s.pod_id.clone(),
+        })
+        .await
+        .unwrap()
+        .into_inner()
+        .stats
+        .unwrap();
+    let linux = pod.linux.unwrap();
+    assert_eq!(linux.containers.len(), 1);
+    assert!(linux.cpu.unwrap().usage_core_nano_seconds.unwrap().value > 0);
+    let listed = runtime
+        .list_container_stats(cri::ListContainerStatsRequest::default())
+        .await
+        .unwrap()
+        .into_inner()
+        .stats;
+    assert_eq!(listed.len(), 1);
+    remove_pod(&s.daemon, &s.pod_id).await.unwrap();
+}
+
+#[tokio::test]
+async fn reopen_container_log_follows_a_rotation() {
+    let s = setup("sec-logs").await;
+    let id = start_container(
+        &s.daemon,
+        &s.pod_id,
+        &s.pod,
+        container_config(
+            "ticker",
+            &s.image,
+            &["sh", "-c", "while true; do echo tick; sleep 0.1; done"],
+        ),
+    )
+    .await
+    .unwrap();
+    let log = s.logs.path().join("ticker.log");
+    let rotated = s.logs.path().join("ticker.log.1");
+    tokio::time::sleep(Duration::from_millis(400)).await;
+    std::fs::rename(&log, &rotated).unwrap();
+    let mut runtime = s.daemon.runtime().await.unwrap();
+    runtime
+        .reopen_container_log(cri::ReopenContainerLogRequest {
+            container_id: id.clone(),
+        })
+        .await
+        .unwrap();
+    let frozen = std::fs::read_to_string(&rotated).unwrap();
+    tokio::time::sleep(Duration::from_millis(400)).await;
+    assert_eq!(
+        std::fs::read_to_string(&rotated).unwrap(),
+        frozen,
+        "old file untouched"
+    );
+    let fresh = std::fs::read_to_string(&log).unwrap();
+    assert!(
+        fresh.lines().count() >= 2,
+        "new file gets the new lines: {fresh:?}"
+    );
+    assert!(
+        fresh.lines().all(|l| l.ends_with(" stdout F tick")),
+        "{fresh}"
+    );
+    remove_pod(&s.daemon, &s.pod_id).await.unwrap();
+}
