@@ -304,3 +304,94 @@ async fn fifty_pods_created_at_once_get_unique_ips_released_on_removal() {
         .for_each(Result::unwrap);
     assert!(leases(&daemon).is_empty(), "{:?}", leases(&daemon));
 }
+
+/// The reference plugins (Debian's containernetworking-plugins) driven by skiffd.
+struct ReferenceBridge(String);
+
+impl Drop for ReferenceBridge {
+    fn drop(&mut self) {
+        let _ = Command::new("ip").args(["link", "del", &self.0]).status();
+    }
+}
+
+#[tokio::test]
+async fn skiffd_drives_the_reference_plugins_too() {
+    if !std::path::Path::new("/usr/lib/cni/bridge").exists() {
+        panic!("containernetworking-plugins is not installed (make test installs it)");
+    }
+    let registry = Registry::start().unwrap();
+    let daemon = Skiffd::start_bare("").unwrap();
+    // A subnet number of its own: a throwaway fixture holds the lock for it.
+    let holder = Skiffd::start("").unwrap();
+    let number = holder.network().unwrap().number;
+    let bridge = ReferenceBridge(format!("skr{number}"));
+    for plugin in ["bridge", "host-local", "loopback"] {
+        std::os::unix::fs::symlink(
+            format!("/usr/lib/cni/{plugin}"),
+            daemon.cni_bin_dir().join(plugin),
+        )
+        .unwrap();
+    }
+    let conflist = serde_json::json!({
+        "cniVersion": "1.0.0",
+        "name": format!("reference-{number}"),
+        "plugins": [{
+            "type": "bridge",
+            "bridge": bridge.0,
+            "isGateway": true,
+            "ipam": {
+                "type": "host-local",
+                "ranges": [[{"subnet": format!("10.218.{number}.0/24")}]],
+                "dataDir": daemon.dir().join("reference-leases"),
+            }
+        }]
+    });
+    std::fs::write(
+        daemon.cni_conf_dir().join("10-reference.conflist"),
+        conflist.to_string(),
+    )
+    .unwrap();
+
+    let image = pull_busybox(&daemon, &registry, Variant::Plain)
+        .await
+        .unwrap();
+    let logs = tempfile::tempdir().unwrap();
+    let server = pod_config("ref-web", "ref-web", logs.path());
+    let server_id = run_pod(&daemon, &server).await.unwrap();
+    let mut config = container_config("web", &image, &[]);
+    config.command = web("hello-over-reference-bridge");
+    start_container(&daemon, &server_id, &server, config)
+        .await
+        .unwrap();
+    let client = pod_config("ref-client", "ref-client", logs.path());
+    let client_id = run_pod(&daemon, &client).await.unwrap();
+    let shell = start_container(
+        &daemon,
+        &client_id,
+        &client,
+        container_config("shell", &image, &["sleep", "3600"]),
+    )
+    .await
+    .unwrap();
+    let server_ip = pod_ip(&daemon, &server_id).await;
+    assert!(
+        server_ip.starts_with(&format!("10.218.{number}.")),
+        "{server_ip}"
+    );
+    let body = pod_get(&daemon, &shell, &format!("http://{server_ip}:8080/")).await;
+    assert_eq!(body.as_deref(), Some("hello-over-reference-bridge\n"));
+    remove_pod(&daemon, &server_id).await.unwrap();
+    remove_pod(&daemon, &client_id).await.unwrap();
+    let leases = std::fs::read_dir(
+        daemon
+            .dir()
+            .join(format!("reference-leases/reference-{number}")),
+    )
+    .map(|d| {
+        d.flatten()
+            .filter(|e| e.file_name().to_string_lossy().starts_with("10."))
+            .count()
+    })
+    .unwrap_or(0);
+    assert_eq!(leases, 0, "host-local leases released by skiffd's DEL");
+}
