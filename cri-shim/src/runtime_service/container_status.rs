@@ -11,13 +11,7 @@ impl Runtime {
         &self,
         request: cri::ContainerStatusRequest,
     ) -> Result<cri::ContainerStatusResponse, CriError> {
-        let record = self
-            .find_container(&request.container_id)?
-            .and_then(|found| self.refreshed_container(&found.id).transpose())
-            .transpose()?
-            .ok_or_else(|| {
-                CriError::NotFound(format!("container {:?} not found", request.container_id))
-            })?;
+        let record = self.existing_container(&request.container_id)?;
         let config = record.config();
         let mut info = HashMap::new();
         if request.verbose {

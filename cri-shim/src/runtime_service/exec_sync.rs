@@ -3,7 +3,6 @@
 
 use super::Runtime;
 use crate::error::CriError;
-use crate::state::ContainerState;
 use skiff_proto::runtime::v1 as cri;
 use std::time::Duration;
 use tokio::io::AsyncReadExt;
@@ -23,19 +22,7 @@ impl Runtime {
         if request.cmd.is_empty() {
             return Err(CriError::InvalidArgument("cmd must not be empty".into()));
         }
-        let record = self
-            .find_container(&request.container_id)?
-            .and_then(|found| self.refreshed_container(&found.id).transpose())
-            .transpose()?
-            .ok_or_else(|| {
-                CriError::NotFound(format!("container {:?} not found", request.container_id))
-            })?;
-        if record.state != ContainerState::Running {
-            return Err(CriError::FailedPrecondition(format!(
-                "container {} is not running",
-                record.id
-            )));
-        }
+        let record = self.running_container(&request.container_id)?;
         let pid_file = tempfile_path(&record.bundle, "exec");
         let mut child = Command::new(&self.helpers.oci)
             .arg("--root")

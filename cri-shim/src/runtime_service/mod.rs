@@ -28,7 +28,7 @@ use crate::container::refresh;
 use crate::error::CriError;
 use crate::instrument::rpc;
 use crate::sandbox::by_prefix;
-use crate::state::{ContainerRecord, SandboxRecord, StateStore};
+use crate::state::{ContainerRecord, ContainerState, SandboxRecord, StateStore};
 use skiff_proto::runtime::v1 as cri;
 use skiff_proto::runtime::v1::runtime_service_server::RuntimeService;
 use skiff_runtime::image::locks::KeyedLocks;
@@ -143,6 +143,26 @@ impl Runtime {
             }
         }
         Ok(())
+    }
+
+    /// The container `id` names (full or prefix), refreshed; NOT_FOUND when there is none.
+    fn existing_container(&self, id: &str) -> Result<ContainerRecord, CriError> {
+        self.find_container(id)?
+            .and_then(|found| self.refreshed_container(&found.id).transpose())
+            .transpose()?
+            .ok_or_else(|| CriError::NotFound(format!("container {id:?} not found")))
+    }
+
+    /// Like [`Self::existing_container`], and FAILED_PRECONDITION unless it is running.
+    fn running_container(&self, id: &str) -> Result<ContainerRecord, CriError> {
+        let record = self.existing_container(id)?;
+        if record.state != ContainerState::Running {
+            return Err(CriError::FailedPrecondition(format!(
+                "container {} is not running",
+                record.id
+            )));
+        }
+        Ok(record)
     }
 
     /// IDs of the containers of a sandbox.

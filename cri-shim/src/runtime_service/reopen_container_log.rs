@@ -3,7 +3,6 @@
 use super::Runtime;
 use crate::container::ContainerPaths;
 use crate::error::CriError;
-use crate::state::ContainerState;
 use skiff_proto::runtime::v1 as cri;
 
 impl Runtime {
@@ -11,19 +10,7 @@ impl Runtime {
         &self,
         request: cri::ReopenContainerLogRequest,
     ) -> Result<cri::ReopenContainerLogResponse, CriError> {
-        let record = self
-            .find_container(&request.container_id)?
-            .and_then(|found| self.refreshed_container(&found.id).transpose())
-            .transpose()?
-            .ok_or_else(|| {
-                CriError::NotFound(format!("container {:?} not found", request.container_id))
-            })?;
-        if record.state != ContainerState::Running {
-            return Err(CriError::FailedPrecondition(format!(
-                "container {} is not running",
-                record.id
-            )));
-        }
+        let record = self.running_container(&request.container_id)?;
         let socket_dir = ContainerPaths::new(&record.bundle).socket_dir;
         tokio::task::spawn_blocking(move || skiff_runtime::monitor::reopen_log(&socket_dir))
             .await
