@@ -1,0 +1,265 @@
+//! What containers share: a pod-wide PID namespace when asked, the host's PID namespace when
+//! asked, host directories (also through symlinks); and a failed CreateContainer leaves nothing.
+
+use skiff_proto::runtime::v1 as cri;
+use skiff_tests::busybox::Variant;
+use skiff_tests::cri::*;
+use skiff_tests::daemon::Skiffd;
+use skiff_tests::registry::Registry;
+use tonic::Code;
+
+fn with_pid_mode(
+    mut pod: cri::PodSandboxConfig,
+    mode: cri::NamespaceMode,
+) -> cri::PodSandboxConfig {
+    pod.linux
+        .get_or_insert_with(Default::default)
+        .security_context
+        .get_or_insert_with(Default::default)
+        .namespace_options
+        .get_or_insert_with(Default::default)
+        .pid = mode as i32;
+    pod
+}
+
+async fn ps(daemon: &Skiffd, id: &str) -> String {
+    let reply = exec(daemon, id, &["ps", "-o", "pid,args"], 10)
+        .await
+        .unwrap();
+    String::from_utf8_lossy(&reply.stdout).into_owned()
+}
+
+#[tokio::test]
+async fn a_pod_shared_pid_namespace_shows_the_other_containers() {
+    let registry = Registry::start().unwrap();
+    let daemon = Skiffd::start("").unwrap();
+    let image = pull_busybox(&daemon, &registry, Variant::Plain)
+        .await
+        .unwrap();
+    let logs = tempfile::tempdir().unwrap();
+
+    let shared = with_pid_mode(
+        pod_config("pid-shared", "s", logs.path()),
+        cri::NamespaceMode::Pod,
+    );
+    let pod_id = run_pod(&daemon, &shared).await.unwrap();
+    let a = start_container(
+        &daemon,
+        &pod_id,
+        &shared,
+        container_config("a", &image, &["sleep", "1111"]),
+    )
+    .await
+    .unwrap();
+    let b = start_container(
+        &daemon,
+        &pod_id,
+        &shared,
+        container_config("b", &image, &["sleep", "2222"]),
+    )
+    .await
+    .unwrap();
+    let seen = ps(&daemon, &a).await;
+    assert!(seen.contains("sleep 2222"), "a sees b's process: {seen}");
+    assert!(!seen.contains("skiffd run"), "but not the host's: {seen}");
+    assert!(ps(&daemon, &b).await.contains("sleep 1111"));
+
+    let separate = pod_config("pid-separate", "p", logs.path());
+    let other_pod = run_pod(&daemon, &separate).await.unwrap();
+    let c = start_container(
+        &daemon,
+        &other_pod,
+        &separate,
+        container_config("c", &image, &["sleep", "3333"]),
+    )
+    .await
+    .unwrap();
+    let d = start_container(
+        &daemon,
+        &other_pod,
+        &separate,
+        container_config("d", &image, &["sleep", "4444"]),
+    )
+    .await
+    .unwrap();
+    assert!(!ps(&daemon, &c).await.contains("sleep 4444"));
+    assert!(!ps(&daemon, &d).await.contains("sleep 3333"));
+
+    let host = with_pid_mode(
+        pod_config("pid-host", "h", logs.path()),
+        cri::NamespaceMode::Node,
+    );
+    let host_pod = run_pod(&daemon, &host).await.unwrap();
+    let e = start_container(
+        &daemon,
+        &host_pod,
+        &host,
+        container_config("e", &image, &["sleep", "5555"]),
+    )
+    .await
+    .unwrap();
+    assert!(
+        ps(&daemon, &e).await.contains("sleep 1111"),
+        "host PID namespace sees everything"
+    );
+
+    for id in [pod_id, other_pod, host_pod] {
+        remove_pod(&daemon, &id).await.unwrap();
+    }
+}
+
+#[tokio::test]
+async fn host_paths_mount_also_through_a_symlink() {
+    let registry = Registry::start().unwrap();
+    let daemon = Skiffd::start("").unwrap();
+    let image = pull_busybox(&daemon, &registry, Variant::Plain)
+        .await
+        .unwrap();
+    let logs = tempfile::tempdir().unwrap();
+    let host = tempfile::tempdir().unwrap();
+    std::fs::create_dir(host.path().join("real")).unwrap();
+    std::fs::write(host.path().join("real/greeting"), "from the host\n").unwrap();
+    std::os::unix::fs::symlink(host.path().join("real"), host.path().join("link")).unwrap();
+
+    let pod = pod_config("mounts", "m", logs.path());
+    let pod_id = run_pod(&daemon, &pod).await.unwrap();
+    let mut config = container_config("reader", &image, &["sleep", "3600"]);
+    config.mounts = vec![
+        cri::Mount {
+            container_path: "/data".into(),
+            host_path: host.path().join("link").display().to_string(),
+            readonly: true,
+            ..Default::default()
+        },
+        cri::Mount {
+            container_path: "/rw".into(),
+            host_path: host.path().join("real").display().to_string(),
+            ..Default::default()
+        },
+    ];
+    let id = start_container(&daemon, &pod_id, &pod, config)
+        .await
+        .unwrap();
+    let reply = exec(&daemon, &id, &["cat", "/data/greeting"], 5)
+        .await
+        .unwrap();
+    assert_eq!(reply.stdout, b"from the host\n");
+    let reply = exec(&daemon, &id, &["touch", "/data/nope"], 5)
+        .await
+        .unwrap();
+    assert_ne!(reply.exit_code, 0, "read-only mount");
+    let reply = exec(&daemon, &id, &["sh", "-c", "echo back > /rw/reply"], 5)
+        .await
+        .unwrap();
+    assert_eq!(reply.exit_code, 0);
+    assert_eq!(
+        std::fs::read_to_string(host.path().join("real/reply")).unwrap(),
+        "back\n"
+    );
+    let status = container_status(&daemon, &id).await.unwrap();
+    assert_eq!(status.mounts.len(), 2);
+    remove_pod(&daemon, &pod_id).await.unwrap();
+}
+
+#[tokio::test]
+async fn a_failed_create_container_leaves_nothing_behind() {
+    let registry = Registry::start().unwrap();
+    let daemon = Skiffd::start("").unwrap();
+    let image = pull_busybox(&daemon, &registry, Variant::Plain)
+        .await
+        .unwrap();
+    let logs = tempfile::tempdir().unwrap();
+    let pod = pod_config("rollback", "r", logs.path());
+    let pod_id = run_pod(&daemon, &pod).await.unwrap();
+    let mut runtime = daemon.runtime().await.unwrap();
+
+    // Unknown user: the spec cannot be built after the rootfs was mounted.
+    let mut config = container_config("nobody-known", &image, &["true"]);
+    config.linux = Some(cri::LinuxContainerConfig {
+        security_context: Some(cri::LinuxContainerSecurityContext {
+            run_as_username: "no-such-user".into(),
+            ..Default::default()
+        }),
+        ..Default::default()
+    });
+    let err = runtime
+        .create_container(cri::CreateContainerRequest {
+            pod_sandbox_id: pod_id.clone(),
+            config: Some(config),
+            sandbox_config: Some(pod.clone()),
+        })
+        .await
+        .unwrap_err();
+    assert_eq!(err.code(), Code::FailedPrecondition, "{err}");
+    assert!(err.message().contains("no-such-user"), "{err}");
+
+    // A command that does not exist: the runtime fails after the monitor started.
+    let err = runtime
+        .create_container(cri::CreateContainerRequest {
+            pod_sandbox_id: pod_id.clone(),
+            config: Some(container_config(
+                "missing-binary",
+                &image,
+                &["/no/such/program"],
+            )),
+            sandbox_config: Some(pod.clone()),
+        })
+        .await
+        .err();
+    if let Some(err) = err {
+        assert!(
+            err.message().contains("no/such/program") || err.code() != Code::Ok,
+            "{err}"
+        );
+    }
+    // Not pulled, and a missing pod: clear codes.
+    let err = runtime
+        .create_container(cri::CreateContainerRequest {
+            pod_sandbox_id: pod_id.clone(),
+            config: Some(container_config("x", "never/pulled:1", &["true"])),
+            sandbox_config: Some(pod.clone()),
+        })
+        .await
+        .unwrap_err();
+    assert_eq!(err.code(), Code::NotFound, "{err}");
+    let err = runtime
+        .create_container(cri::CreateContainerRequest {
+            pod_sandbox_id: "0123456789ab".into(),
+            config: Some(container_config("x", &image, &["true"])),
+            sandbox_config: Some(pod.clone()),
+        })
+        .await
+        .unwrap_err();
+    assert_eq!(err.code(), Code::NotFound, "{err}");
+
+    // Whatever failed left no record, mount, bundle or writable layer.
+    let listed = runtime
+        .list_containers(cri::ListContainersRequest::default())
+        .await
+        .unwrap()
+        .into_inner()
+        .containers;
+    let failed_leftovers = listed
+        .iter()
+        .filter(|c| c.metadata.as_ref().unwrap().name == "nobody-known")
+        .count();
+    assert_eq!(failed_leftovers, 0);
+    let mounts = std::fs::read_to_string("/proc/self/mountinfo").unwrap();
+    let overlays = mounts
+        .lines()
+        .filter(|l| l.contains(daemon.dir().to_str().unwrap()) && l.contains("overlay"))
+        .count();
+    assert_eq!(
+        overlays,
+        listed.len(),
+        "one overlay per listed container, none for failures"
+    );
+    remove_pod(&daemon, &pod_id).await.unwrap();
+    assert_eq!(
+        std::fs::read_dir(daemon.dir().join("root/containers"))
+            .map(|d| d.count())
+            .unwrap_or(0),
+        0,
+        "writable layers removed"
+    );
+}
