@@ -16,6 +16,16 @@ const READY_TIMEOUT: Duration = Duration::from_secs(10);
 /// Attempts at finding a port nobody grabs between our probe and the registry's bind.
 const PORT_ATTEMPTS: usize = 5;
 
+/// How a registry is exposed: plain HTTP by default; optionally basic auth and/or TLS with a
+/// self-signed certificate, to test credentials and `skip_verify`.
+#[derive(Clone, Debug, Default)]
+pub struct Security {
+    /// Require HTTP basic auth with this user and password (htpasswd, bcrypt).
+    pub basic_auth: Option<(String, String)>,
+    /// Serve TLS with a fresh self-signed certificate for 127.0.0.1.
+    pub tls: bool,
+}
+
 /// A running `docker-registry` with its own storage, config and log in a tempdir.
 /// Dropping it kills and reaps the process and removes the tempdir, also during a panic.
 pub struct Registry {
@@ -89,6 +99,62 @@ impl Registry {
             }
             std::thread::sleep(Duration::from_millis(20));
         }
+    }
+
+    /// Restarts the registry on the same port and storage with `security` (push images first
+    /// over plain HTTP, then lock the registry down).
+    pub fn secure(&mut self, security: &Security) -> Result<()> {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+        let mut extra = String::new();
+        if let Some((user, password)) = &security.basic_auth {
+            let htpasswd = self.dir.path().join("htpasswd");
+            let hash = bcrypt::hash(password, 4)?;
+            fs::write(&htpasswd, format!("{user}:{hash}\n"))?;
+            extra.push_str(&format!(
+                "auth:\n  htpasswd:\n    realm: skiff-test\n    path: {}\n",
+                htpasswd.display()
+            ));
+        }
+        let mut tls = String::new();
+        if security.tls {
+            let cert = rcgen::generate_simple_self_signed(vec!["127.0.0.1".to_string()])?;
+            let (cert_path, key_path) = (
+                self.dir.path().join("cert.pem"),
+                self.dir.path().join("key.pem"),
+            );
+            fs::write(&cert_path, cert.cert.pem())?;
+            fs::write(&key_path, cert.signing_key.serialize_pem())?;
+            tls = format!(
+                "  tls:\n    certificate: {}\n    key: {}\n",
+                cert_path.display(),
+                key_path.display()
+            );
+        }
+        let config = self.dir.path().join("config.yml");
+        let yaml = config_yaml(&self.dir.path().join("storage"), &self.addr) + &tls + &extra;
+        fs::write(&config, yaml)?;
+        let out = fs::OpenOptions::new().append(true).open(&self.log)?;
+        self.child = Command::new("docker-registry")
+            .arg("serve")
+            .arg(&config)
+            .stdin(Stdio::null())
+            .stdout(out.try_clone()?)
+            .stderr(out)
+            .spawn()
+            .context("restarting docker-registry")?;
+        // Plain HTTP probes no longer answer 200 (auth, TLS): wait for the port to accept.
+        let deadline = Instant::now() + READY_TIMEOUT;
+        while TcpStream::connect(&self.addr).is_err() {
+            if let Some(status) = self.child.try_wait()? {
+                bail!("docker-registry exited with {status}:\n{}", self.log_text());
+            }
+            if Instant::now() > deadline {
+                bail!("docker-registry did not come back on {}", self.addr);
+            }
+            std::thread::sleep(Duration::from_millis(20));
+        }
+        Ok(())
     }
 
     /// `127.0.0.1:PORT`.

@@ -518,3 +518,101 @@ async fn hostile_layers_are_rejected_and_the_host_is_untouched() {
     let layers = daemon.dir().join("root/images/layers");
     assert_eq!(count_entries(&layers), 0, "no half-unpacked layer is kept");
 }
+
+#[tokio::test]
+async fn credentials_from_the_cri_auth_config_open_a_protected_registry() {
+    let mut registry = Registry::start().unwrap();
+    push(
+        &busybox_layout(Variant::Plain),
+        "latest",
+        &registry,
+        "private/bb:1",
+        Format::Oci,
+    )
+    .unwrap();
+    registry
+        .secure(&skiff_tests::registry::Security {
+            basic_auth: Some(("skiff".into(), "s3cret".into())),
+            tls: false,
+        })
+        .unwrap();
+    let daemon = Skiffd::start("").unwrap();
+    let name = format!("{}/private/bb:1", registry.addr());
+
+    let err = pull(&daemon, &name).await.unwrap_err();
+    assert_eq!(err.code(), Code::PermissionDenied, "{err}");
+    assert!(
+        err.message().contains(&registry.addr()),
+        "names the registry: {err}"
+    );
+
+    let mut images = daemon.images().await.unwrap();
+    let wrong = images
+        .pull_image(cri::PullImageRequest {
+            image: spec(&name),
+            auth: Some(cri::AuthConfig {
+                username: "skiff".into(),
+                password: "wrong".into(),
+                ..Default::default()
+            }),
+            ..Default::default()
+        })
+        .await
+        .unwrap_err();
+    assert_eq!(wrong.code(), Code::PermissionDenied, "{wrong}");
+
+    // Docker's `auth` form: base64 of user:password.
+    let pulled = images
+        .pull_image(cri::PullImageRequest {
+            image: spec(&name),
+            auth: Some(cri::AuthConfig {
+                auth: "c2tpZmY6czNjcmV0".into(),
+                ..Default::default()
+            }),
+            ..Default::default()
+        })
+        .await
+        .unwrap()
+        .into_inner();
+    assert_eq!(
+        status(&daemon, &name).await.unwrap().unwrap().id,
+        pulled.image_ref
+    );
+}
+
+#[tokio::test]
+async fn a_self_signed_registry_needs_skip_verify() {
+    let mut registry = Registry::start().unwrap();
+    push(
+        &busybox_layout(Variant::Plain),
+        "latest",
+        &registry,
+        "tls/bb:1",
+        Format::Oci,
+    )
+    .unwrap();
+    registry
+        .secure(&skiff_tests::registry::Security {
+            basic_auth: None,
+            tls: true,
+        })
+        .unwrap();
+    let name = format!("{}/tls/bb:1", registry.addr());
+
+    let strict = Skiffd::start("").unwrap();
+    let err = pull(&strict, &name).await.unwrap_err();
+    assert_eq!(
+        err.code(),
+        Code::Unavailable,
+        "an untrusted certificate is refused: {err}"
+    );
+    assert!(list(&strict).await.is_empty());
+
+    let config = format!(
+        "[registry.hosts.\"{}\"]\nskip_verify = true\n",
+        registry.addr()
+    );
+    let trusting = Skiffd::start(&config).unwrap();
+    let id = pull(&trusting, &name).await.unwrap();
+    assert_eq!(status(&trusting, &name).await.unwrap().unwrap().id, id);
+}

@@ -116,7 +116,7 @@ impl ImageStore {
         let mut failures: Vec<ImageError> = Vec::new();
         for endpoint in &endpoints {
             for scheme in &endpoint.schemes {
-                let client = self.client(*scheme, endpoint.skip_verify);
+                let client = self.client(*scheme, endpoint.skip_verify, auth);
                 let source = Source {
                     client: &client,
                     remote: image_ref.at_host(&endpoint.host),

@@ -8,7 +8,7 @@ use super::locks::KeyedLocks;
 use super::metadata::{ImageRecord, MetadataDb};
 use super::reference::{as_image_id, ImageRef};
 use super::registry::{RegistryConfig, Scheme};
-use super::ImageError;
+use super::{ImageError, RegistryAuth};
 use oci_client::client::{ClientConfig, ClientProtocol};
 use oci_client::Client;
 use std::collections::{HashMap, HashSet};
@@ -28,7 +28,20 @@ pub struct ImageStore {
     /// Pulls hold it shared; removal holds it exclusively, so garbage collection never deletes
     /// a blob that a pull in progress has just downloaded but not yet recorded.
     pub(super) gc_lock: tokio::sync::RwLock<()>,
-    clients: Mutex<HashMap<(Scheme, bool), Client>>,
+    /// Clients keep the first credentials they see per registry, so each set of credentials
+    /// gets its own (keyed by a hash, never the secret itself).
+    clients: Mutex<HashMap<(Scheme, bool, String), Client>>,
+}
+
+/// A stable key for a set of credentials that does not keep the secret in memory as a key.
+fn credentials_key(auth: &RegistryAuth) -> String {
+    use sha2::{Digest, Sha256};
+    let material = match auth {
+        RegistryAuth::Anonymous => return String::new(),
+        RegistryAuth::Basic(user, password) => format!("basic\0{user}\0{password}"),
+        RegistryAuth::Bearer(token) => format!("bearer\0{token}"),
+    };
+    hex::encode(Sha256::digest(material.as_bytes()))
 }
 
 /// Disk use of the image store, for ImageFsInfo.
@@ -75,12 +88,12 @@ impl ImageStore {
         &self.root
     }
 
-    /// A registry client for one scheme and TLS setting, created once and reused (clients keep
-    /// connection pools and tokens).
-    pub(super) fn client(&self, scheme: Scheme, skip_verify: bool) -> Client {
+    /// A registry client for one scheme, TLS setting and set of credentials, created once and
+    /// reused (clients keep connection pools and tokens).
+    pub(super) fn client(&self, scheme: Scheme, skip_verify: bool, auth: &RegistryAuth) -> Client {
         let mut clients = self.clients.lock().unwrap_or_else(|p| p.into_inner());
         clients
-            .entry((scheme, skip_verify))
+            .entry((scheme, skip_verify, credentials_key(auth)))
             .or_insert_with(|| {
                 Client::new(ClientConfig {
                     protocol: match scheme {
