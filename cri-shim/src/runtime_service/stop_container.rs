@@ -34,6 +34,9 @@ impl Runtime {
         let Some(mut record) = self.refreshed_container(id)? else {
             return Ok(());
         };
+        if record.state == ContainerState::Unknown {
+            return self.stop_orphan(&mut record).await;
+        }
         if !matches!(
             record.state,
             ContainerState::Created | ContainerState::Running
@@ -64,6 +67,39 @@ impl Runtime {
         }
         self.state.put_container(&record)?;
         Ok(())
+    }
+
+    /// A container whose monitor is gone: nobody will record its exit, so SIGKILL it through
+    /// the runtime and ask the runtime until it reports it stopped.
+    async fn stop_orphan(
+        &self,
+        record: &mut crate::state::ContainerRecord,
+    ) -> Result<(), CriError> {
+        let _ = self.helpers.kill(&record.id, "KILL").await;
+        let deadline = Instant::now() + KILL_GRACE;
+        loop {
+            let stopped = match self.helpers.run(&["state", &record.id]).await {
+                Ok(out) => String::from_utf8_lossy(&out.stdout).contains("\"stopped\""),
+                Err(e) => e.message.contains("does not exist"),
+            };
+            if stopped {
+                record.state = ContainerState::Exited;
+                record.exit_code = 137;
+                record.finished_at = crate::sandbox::now_nanos();
+                record.reason = "Unknown".into();
+                record.message =
+                    "killed after its monitor disappeared; the real exit status is unknown".into();
+                self.state.put_container(record)?;
+                return Ok(());
+            }
+            if Instant::now() > deadline {
+                return Err(CriError::Internal(format!(
+                    "container {} did not stop after SIGKILL",
+                    record.id
+                )));
+            }
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
     }
 
     /// The image's STOPSIGNAL, if it has one.
