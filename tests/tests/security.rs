@@ -324,3 +324,101 @@ async fn reopen_container_log_follows_a_rotation() {
     );
     remove_pod(&s.daemon, &s.pod_id).await.unwrap();
 }
+
+#[tokio::test]
+async fn pod_sysctls_and_privileged_containers() {
+    let registry = Registry::start().unwrap();
+    let daemon = Skiffd::start("").unwrap();
+    let image = pull_busybox(&daemon, &registry, Variant::Plain)
+        .await
+        .unwrap();
+    let logs = tempfile::tempdir().unwrap();
+    let mut pod = pod_config("sec-sysctl", "sysctl", logs.path());
+    let linux = pod.linux.get_or_insert_with(Default::default);
+    linux
+        .sysctls
+        .insert("net.ipv4.ip_unprivileged_port_start".into(), "80".into());
+    linux
+        .security_context
+        .get_or_insert_with(Default::default)
+        .privileged = true;
+    let pod_id = run_pod(&daemon, &pod).await.unwrap();
+
+    let plain = start_container(
+        &daemon,
+        &pod_id,
+        &pod,
+        container_config("plain", &image, SLEEP),
+    )
+    .await
+    .unwrap();
+    let reply = exec(
+        &daemon,
+        &plain,
+        &["cat", "/proc/sys/net/ipv4/ip_unprivileged_port_start"],
+        5,
+    )
+    .await
+    .unwrap();
+    assert_eq!(
+        reply.stdout, b"80\n",
+        "the pod's sysctl is set in its network namespace"
+    );
+    let host = std::fs::read_to_string("/proc/sys/net/ipv4/ip_unprivileged_port_start").unwrap();
+    assert_ne!(host.trim(), "80", "and not on the host");
+
+    let privileged = start_container(
+        &daemon,
+        &pod_id,
+        &pod,
+        with_security_fields(container_config("privileged", &image, SLEEP)),
+    )
+    .await
+    .unwrap();
+    let cap_eff = |id: String| {
+        let daemon = &daemon;
+        async move {
+            let reply = exec(daemon, &id, &["cat", "/proc/1/status"], 5)
+                .await
+                .unwrap();
+            let text = String::from_utf8_lossy(&reply.stdout).into_owned();
+            let hex = text
+                .lines()
+                .find_map(|l| l.strip_prefix("CapEff:"))
+                .unwrap()
+                .trim()
+                .to_string();
+            u64::from_str_radix(&hex, 16).unwrap()
+        }
+    };
+    assert_ne!(
+        cap_eff(privileged.clone()).await & (1 << 21),
+        0,
+        "CAP_SYS_ADMIN when privileged"
+    );
+    assert_eq!(cap_eff(plain.clone()).await & (1 << 21), 0);
+    // A privileged container may write /sys; a plain one sees it read-only.
+    let reply = exec(
+        &daemon,
+        &plain,
+        &["sh", "-c", "grep ' /sys ' /proc/mounts"],
+        5,
+    )
+    .await
+    .unwrap();
+    assert!(
+        String::from_utf8_lossy(&reply.stdout).contains(" ro,"),
+        "plain /sys is read-only"
+    );
+    remove_pod(&daemon, &pod_id).await.unwrap();
+}
+
+fn with_security_fields(config: cri::ContainerConfig) -> cri::ContainerConfig {
+    with_security(
+        config,
+        cri::LinuxContainerSecurityContext {
+            privileged: true,
+            ..Default::default()
+        },
+    )
+}
