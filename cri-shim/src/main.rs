@@ -8,6 +8,7 @@ mod cni;
 mod config;
 mod container;
 mod error;
+mod failpoint;
 mod image_service;
 mod instrument;
 mod runtime_service;
@@ -15,6 +16,7 @@ mod sandbox;
 mod server;
 mod spec;
 mod state;
+mod streaming;
 
 use clap::{Parser, Subcommand};
 use config::{Config, DEFAULT_CONFIG_PATH};

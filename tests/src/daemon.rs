@@ -15,6 +15,8 @@ pub struct Skiffd {
     child: Option<Child>,
     /// The test network, when the daemon has one (dropped after the daemon is gone).
     network: Option<TestNetwork>,
+    /// Extra environment for the next (re)start, e.g. a crash point.
+    env: Vec<(String, String)>,
     dir: tempfile::TempDir,
     /// The CRI socket.
     pub socket: PathBuf,
@@ -81,6 +83,7 @@ impl Skiffd {
         let mut daemon = Skiffd {
             child: None,
             network: None,
+            env: Vec::new(),
             dir,
             socket,
             config_path,
@@ -123,6 +126,7 @@ impl Skiffd {
             );
         }
         let child = Command::new(&binary)
+            .envs(self.env.iter().map(|(k, v)| (k.as_str(), v.as_str())))
             .arg("--config")
             .arg(&self.config_path)
             .stdin(Stdio::null())
@@ -179,6 +183,29 @@ impl Skiffd {
             }
             std::thread::sleep(Duration::from_millis(20));
         }
+    }
+
+    /// Sets (or with `None` removes) an environment variable for the next restart.
+    pub fn set_env(&mut self, key: &str, value: Option<&str>) {
+        self.env.retain(|(k, _)| k != key);
+        if let Some(value) = value {
+            self.env.push((key.to_string(), value.to_string()));
+        }
+    }
+
+    /// Waits (bounded) until the daemon process has exited on its own; true if it did.
+    pub fn wait_exit(&mut self, timeout: Duration) -> bool {
+        let deadline = Instant::now() + timeout;
+        while Instant::now() < deadline {
+            match self.child.as_mut().map(|c| c.try_wait()) {
+                None | Some(Ok(Some(_))) | Some(Err(_)) => {
+                    self.child = None;
+                    return true;
+                }
+                Some(Ok(None)) => std::thread::sleep(Duration::from_millis(20)),
+            }
+        }
+        false
     }
 
     /// Kills the daemon and starts it again on the same root (crash recovery).

@@ -4,6 +4,7 @@
 use super::Runtime;
 use crate::container::{rootfs, ContainerPaths};
 use crate::error::CriError;
+use crate::failpoint::crash_point;
 use crate::sandbox::files::PodFiles;
 use crate::sandbox::{new_id, now_nanos};
 use crate::spec::{build_spec, SandboxPaths, SpecInputs};
@@ -105,12 +106,14 @@ impl Runtime {
         };
         // Recorded before any host work, so a crash from here on is rolled back at restart.
         self.state.put_container(&record)?;
+        crash_point("container-recorded");
 
         match self
             .build_container(&record, &config, &sandbox, &image)
             .await
         {
             Ok(pid) => {
+                crash_point("container-monitor-started");
                 record.pid = pid;
                 record.state = ContainerState::Created;
                 self.state.put_container(&record)?;
@@ -179,6 +182,7 @@ impl Runtime {
         })
         .await
         .map_err(CriError::task)??;
+        crash_point("container-rootfs-mounted");
 
         let cri_config = record.config();
         let monitor = MonitorSpec {

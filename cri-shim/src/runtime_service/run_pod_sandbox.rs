@@ -5,6 +5,7 @@
 
 use super::Runtime;
 use crate::error::CriError;
+use crate::failpoint::crash_point;
 use crate::sandbox::files::{self, PodFiles};
 use crate::sandbox::namespaces::{self, NsKind};
 use crate::sandbox::{new_id, now_nanos, pause, teardown_namespaces};
@@ -93,6 +94,7 @@ impl Runtime {
         };
         // Recorded before any host work, so a crash from here on is rolled back at restart.
         self.state.put_sandbox(&record)?;
+        crash_point("sandbox-recorded");
 
         let hostname = pod_hostname(&config, modes.host_network);
         let dns = config.dns_config.clone();
@@ -129,6 +131,7 @@ impl Runtime {
         .map_err(CriError::task)
         .and_then(|r| r);
 
+        crash_point("sandbox-namespaces-pinned");
         let setup = match setup {
             Ok(pause_pid) => {
                 record.pause_pid = pause_pid;
@@ -175,6 +178,7 @@ impl Runtime {
             .add(&attachment)
             .await
             .map_err(|e| CriError::Internal(format!("setting up the pod network: {e}")))?;
+        crash_point("sandbox-network-added");
         record.ips = network.ips;
         record.cni_result = Some(network.result);
         let hosts = files::hosts(hostname, &record.ips);
