@@ -1,7 +1,9 @@
 //! skiff runtime: everything below the CRI that touches the host.
 //!
 //! - [`image`]: pulling images from registries into a content store and a layer store.
+//! - [`oci`]: the runc-shaped OCI runtime on libcontainer behind the `skiff-oci` binary.
+//!
+//! The per-container monitor is the small `skiff-monitor` crate in `runtime/monitor/`.
 
 pub mod image;
-pub mod monitor;
 pub mod oci;

@@ -14,7 +14,7 @@ pub mod rootfs;
 pub use paths::ContainerPaths;
 
 use crate::state::{ContainerRecord, ContainerState};
-use skiff_runtime::monitor::{read_exit_file, ExitStatus};
+use skiff_monitor::{read_exit_file, ExitStatus};
 
 /// Folds what the monitor recorded on disk into the record: an exit file means the container
 /// exited; a running container whose monitor is gone without one is Unknown. Returns whether
@@ -33,7 +33,7 @@ pub fn refresh(record: &mut ContainerRecord) -> bool {
             true
         }
         Ok(None) => {
-            if skiff_runtime::monitor::ping(&paths.socket_dir).is_err() {
+            if skiff_monitor::ping(&paths.socket_dir).is_err() {
                 // Re-check: the monitor writes the exit file just before it goes away.
                 if let Ok(Some(exit)) = read_exit_file(&paths.exit_file) {
                     apply_exit(record, &exit);

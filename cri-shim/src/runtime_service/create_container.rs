@@ -10,9 +10,9 @@ use crate::sandbox::{new_id, now_nanos};
 use crate::spec::{build_spec, SandboxPaths, SpecInputs};
 use crate::state::{ContainerRecord, ContainerState, SandboxRecord, SandboxState};
 use prost::Message;
+use skiff_monitor::{spawn_monitor, MonitorSpec};
 use skiff_proto::runtime::v1 as cri;
 use skiff_runtime::image::ImageRecord;
-use skiff_runtime::monitor::{spawn_monitor, MonitorSpec};
 use std::path::PathBuf;
 
 impl Runtime {

@@ -12,7 +12,7 @@ impl Runtime {
     ) -> Result<cri::ReopenContainerLogResponse, CriError> {
         let record = self.running_container(&request.container_id)?;
         let socket_dir = ContainerPaths::new(&record.bundle).socket_dir;
-        tokio::task::spawn_blocking(move || skiff_runtime::monitor::reopen_log(&socket_dir))
+        tokio::task::spawn_blocking(move || skiff_monitor::reopen_log(&socket_dir))
             .await
             .map_err(CriError::task)?
             .map_err(|e| CriError::Internal(e.to_string()))?;

@@ -2,12 +2,13 @@
 //! shell as the "container init"), so the subreaper, logging, exit file and control paths run
 //! for real without libcontainer.
 
+#[path = "support/mod.rs"]
 mod monitor_support;
 
 use std::process::Command;
 
 use monitor_support::{alive, find_monitor, kb, parent_of, session_of, wait_until, Fixture};
-use skiff_runtime::monitor::{ping, reopen_log, LogStream, MonitorError, MAX_LOG_LINE};
+use skiff_monitor::{ping, reopen_log, LogStream, MonitorError, MAX_LOG_LINE};
 
 fn kill(pid: i32, sig: i32) {
     // SAFETY: kill(2) of a process this test started.

@@ -3,17 +3,26 @@
 //! Needs root, cgroups and the host's static `/bin/busybox`; without them each test says why
 //! and returns.
 
+#[path = "support/mod.rs"]
 mod monitor_support;
 
 use std::os::unix::fs::symlink;
 use std::path::{Path, PathBuf};
 use std::process::{Command, Stdio};
 
-use libcontainer::oci_spec::runtime as oci;
 use monitor_support::{parent_of, Fixture};
-use skiff_runtime::monitor::{LogStream, MonitorError};
+use oci_spec::runtime as oci;
+use skiff_monitor::{LogStream, MonitorError};
 
-const SKIFF_OCI: &str = env!("CARGO_BIN_EXE_skiff-oci");
+/// skiff-oci from the same target directory (built by `cargo build --workspace --bins`).
+fn skiff_oci() -> std::path::PathBuf {
+    let exe = std::env::current_exe().expect("current_exe");
+    let profile_dir = exe
+        .parent()
+        .and_then(|d| d.parent())
+        .expect("target/<profile>/deps");
+    profile_dir.join("skiff-oci")
+}
 
 fn can_run() -> bool {
     let missing = if !nix::unistd::geteuid().is_root() {
@@ -43,7 +52,7 @@ impl RealContainer {
     /// Like [`RealContainer::new`], with a chance to edit the spec before it is written.
     fn with_spec(args: &[&str], edit: impl FnOnce(&mut oci::Spec)) -> RealContainer {
         let mut f = Fixture::new("");
-        f.spec.runtime = PathBuf::from(SKIFF_OCI);
+        f.spec.runtime = skiff_oci();
         let rootfs = f.spec.bundle.join("rootfs");
         for dir in ["bin", "proc", "dev", "sys", "tmp"] {
             std::fs::create_dir_all(rootfs.join(dir)).unwrap();
@@ -85,7 +94,7 @@ impl RealContainer {
 
     /// `skiff-oci --root R <command> ID <extra...>`.
     fn oci(&self, command: &str, extra: &[&str]) -> std::process::Output {
-        Command::new(SKIFF_OCI)
+        Command::new(skiff_oci())
             .arg("--root")
             .arg(&self.f.spec.runtime_root)
             .args([command, &self.f.spec.id])

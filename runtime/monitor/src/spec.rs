@@ -66,6 +66,64 @@ impl MonitorSpec {
         args
     }
 
+    /// Parses the arguments [`MonitorSpec::to_args`] produces (the monitor's command line,
+    /// without the program name). Hand-written rather than clap: the parsing code is paged in
+    /// before the monitor forks and stays resident in every monitor, so it is kept small.
+    pub fn from_args(args: impl IntoIterator<Item = OsString>) -> Result<MonitorSpec, String> {
+        let mut values: std::collections::HashMap<&'static str, PathBuf> = Default::default();
+        let (mut stdin, mut stdin_once, mut tty) = (false, false, false);
+        const VALUED: [&str; 8] = [
+            "--id",
+            "--bundle",
+            "--runtime",
+            "--runtime-root",
+            "--log-path",
+            "--exit-file",
+            "--pid-file",
+            "--socket-dir",
+        ];
+        let mut args = args.into_iter();
+        while let Some(arg) = args.next() {
+            let arg = arg
+                .into_string()
+                .map_err(|a| format!("unexpected argument {a:?}"))?;
+            match arg.as_str() {
+                "--stdin" => stdin = true,
+                "--stdin-once" => stdin_once = true,
+                "--tty" => tty = true,
+                flag => {
+                    let key = VALUED
+                        .iter()
+                        .find(|k| **k == flag)
+                        .ok_or_else(|| format!("unexpected argument {flag:?}"))?;
+                    let value = args.next().ok_or_else(|| format!("{flag} needs a value"))?;
+                    values.insert(key, PathBuf::from(value));
+                }
+            }
+        }
+        if stdin_once && !stdin {
+            return Err("--stdin-once requires --stdin".into());
+        }
+        let mut take = |flag: &str| {
+            values
+                .remove(flag)
+                .ok_or_else(|| format!("missing required argument {flag}"))
+        };
+        Ok(MonitorSpec {
+            id: take("--id")?.to_string_lossy().into_owned(),
+            bundle: take("--bundle")?,
+            runtime: take("--runtime")?,
+            runtime_root: take("--runtime-root")?,
+            log_path: take("--log-path")?,
+            exit_file: take("--exit-file")?,
+            pid_file: take("--pid-file")?,
+            socket_dir: take("--socket-dir")?,
+            stdin,
+            stdin_once,
+            tty,
+        })
+    }
+
     /// The control socket path.
     pub fn ctl_socket(&self) -> PathBuf {
         ctl_socket_path(&self.socket_dir)

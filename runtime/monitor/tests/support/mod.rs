@@ -6,7 +6,7 @@ use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicU32, Ordering};
 use std::time::{Duration, Instant};
 
-use skiff_runtime::monitor::{
+use skiff_monitor::{
     parse_cri_log_line, read_exit_file, spawn_monitor, ExitStatus, LogRecord, MonitorError,
     MonitorSpec,
 };

@@ -101,6 +101,7 @@ fn monitor_main(spec: &MonitorSpec, ready: OwnedFd) -> i32 {
             // If the caller died meanwhile the write fails; the container exists, so carry on.
             let _ = ready.write_all(format!("ok {pid}\n").as_bytes());
             drop(ready);
+            sys::release_startup_code();
             monitor.run()
         }
         Err(e) => {
