@@ -25,6 +25,8 @@ pub struct Config {
     pub cni: CniConfig,
     /// Registry mirrors and TLS settings.
     pub registry: RegistryConfig,
+    /// The exec/attach/port-forward streaming server.
+    pub streaming: crate::streaming::StreamingConfig,
 }
 
 /// Where CNI configuration and plugins live.
@@ -48,6 +50,7 @@ impl Default for Config {
             log_level: "info".into(),
             cni: CniConfig::default(),
             registry: RegistryConfig::default(),
+            streaming: Default::default(),
         }
     }
 }

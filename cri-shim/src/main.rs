@@ -16,6 +16,7 @@ mod sandbox;
 mod server;
 mod spec;
 mod state;
+mod streaming;
 
 use clap::{Parser, Subcommand};
 use config::{Config, DEFAULT_CONFIG_PATH};

@@ -9,6 +9,7 @@ use crate::image_service::Images;
 use crate::runtime_service::Runtime;
 use crate::sandbox::recover::recover_sandboxes;
 use crate::state::StateStore;
+use crate::streaming::{ExecEnv, StreamingServer};
 use anyhow::{bail, Context};
 use skiff_proto::runtime::v1::image_service_server::ImageServiceServer;
 use skiff_proto::runtime::v1::runtime_service_server::RuntimeServiceServer;
@@ -138,7 +139,18 @@ pub async fn run(config: Config) -> anyhow::Result<()> {
     if let Err(e) = cni.gc(&live).await {
         tracing::warn!(error = %e, "CNI GC at startup failed");
     }
-    let runtime = Runtime::new(config.clone(), Arc::new(state), store, helpers, cni);
+    let streaming = StreamingServer::start(
+        &config.streaming,
+        ExecEnv {
+            oci: helpers.oci.clone(),
+            oci_root: helpers.oci_root.clone(),
+            scratch: config.state_dir.join("streaming"),
+        },
+    )
+    .await
+    .context("starting the streaming server")?;
+    let runtime = Runtime::new(config.clone(), Arc::new(state), store, helpers, cni)
+        .with_streaming(streaming);
 
     let listener = bind_socket(&config.socket)?;
     tracing::info!(socket = %config.socket.display(), version = env!("CARGO_PKG_VERSION"), "skiffd serving CRI v1");

@@ -5,3 +5,4 @@ pub mod cri;
 pub mod daemon;
 pub mod oci_layout;
 pub mod registry;
+pub mod spdy_client;

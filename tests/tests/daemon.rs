@@ -99,11 +99,11 @@ async fn rpcs_not_built_yet_say_so_by_name() {
     assert_eq!(err.code(), Code::Unimplemented);
     assert!(err.message().contains("CheckpointContainer"), "{err}");
     let err = runtime
-        .port_forward(cri::PortForwardRequest::default())
+        .update_runtime_config(cri::UpdateRuntimeConfigRequest::default())
         .await
         .unwrap_err();
     assert_eq!(err.code(), Code::Unimplemented);
-    assert!(err.message().contains("PortForward"), "{err}");
+    assert!(err.message().contains("UpdateRuntimeConfig"), "{err}");
 }
 
 #[tokio::test]

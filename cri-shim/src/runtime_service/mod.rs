@@ -1,14 +1,17 @@
 //! The CRI RuntimeService. Implemented RPCs live one per file; every RPC that skiff does not
 //! implement yet answers UNIMPLEMENTED with its name (never a fake success).
 
+mod attach;
 mod container_stats;
 mod container_status;
 mod create_container;
+mod exec;
 mod exec_sync;
 mod list_containers;
 mod list_pod_sandbox;
 mod pod_sandbox_stats;
 mod pod_sandbox_status;
+mod port_forward;
 mod remove_container;
 mod remove_pod_sandbox;
 mod reopen_container_log;
@@ -29,6 +32,7 @@ use crate::error::CriError;
 use crate::instrument::rpc;
 use crate::sandbox::by_prefix;
 use crate::state::{ContainerRecord, ContainerState, SandboxRecord, StateStore};
+use crate::streaming::StreamingServer;
 use skiff_proto::runtime::v1 as cri;
 use skiff_proto::runtime::v1::runtime_service_server::RuntimeService;
 use skiff_runtime::image::locks::KeyedLocks;
@@ -50,6 +54,8 @@ pub struct Runtime {
     cpu_samples: Arc<std::sync::Mutex<std::collections::HashMap<String, (i64, u64)>>>,
     /// Per-object locks: a sandbox or container ID, or a pod attempt's name while it is created.
     locks: Arc<KeyedLocks>,
+    /// Where Exec and PortForward send their clients; `None` until started.
+    streaming: Option<StreamingServer>,
 }
 
 impl Runtime {
@@ -71,7 +77,21 @@ impl Runtime {
             cgroups: Cgroups::detect(),
             cpu_samples: Arc::default(),
             locks: Arc::new(KeyedLocks::default()),
+            streaming: None,
         }
+    }
+
+    /// The runtime with its streaming server.
+    pub fn with_streaming(mut self, streaming: StreamingServer) -> Self {
+        self.streaming = Some(streaming);
+        self
+    }
+
+    /// The streaming server, for the RPCs that hand out its URLs.
+    fn streaming(&self) -> Result<&StreamingServer, CriError> {
+        self.streaming
+            .as_ref()
+            .ok_or_else(|| CriError::Internal("the streaming server is not running".into()))
     }
 
     /// The sandbox named by a full ID or a unique prefix of one.
@@ -369,23 +389,23 @@ impl RuntimeService for Runtime {
 
     async fn exec(
         &self,
-        _request: Request<cri::ExecRequest>,
+        request: Request<cri::ExecRequest>,
     ) -> Result<Response<cri::ExecResponse>, Status> {
-        not_yet("Exec").await
+        rpc("Exec", self.exec(request.into_inner())).await
     }
 
     async fn attach(
         &self,
-        _request: Request<cri::AttachRequest>,
+        request: Request<cri::AttachRequest>,
     ) -> Result<Response<cri::AttachResponse>, Status> {
-        not_yet("Attach").await
+        rpc("Attach", self.attach(request.into_inner())).await
     }
 
     async fn port_forward(
         &self,
-        _request: Request<cri::PortForwardRequest>,
+        request: Request<cri::PortForwardRequest>,
     ) -> Result<Response<cri::PortForwardResponse>, Status> {
-        not_yet("PortForward").await
+        rpc("PortForward", self.port_forward(request.into_inner())).await
     }
 
     async fn container_stats(
