@@ -107,6 +107,11 @@ impl Skiffd {
         self.dir.path().join("cni-bin")
     }
 
+    /// The daemon's process ID while it runs.
+    pub fn pid(&self) -> Option<u32> {
+        self.child.as_ref().map(Child::id)
+    }
+
     /// The daemon's log so far (stderr).
     pub fn log(&self) -> String {
         std::fs::read_to_string(self.dir.path().join("skiffd.log")).unwrap_or_default()
