@@ -191,3 +191,52 @@ pub async fn remove_pod(daemon: &Skiffd, pod_id: &str) -> Result<()> {
         .await?;
     Ok(())
 }
+
+/// The setup most container tests start from: a registry, a daemon with the busybox image
+/// pulled, and one running pod. Dropping it tears everything down (the daemon fixture cleans
+/// what a failed test left).
+pub struct PodEnv {
+    /// The registry the image came from (kept running for further pulls).
+    pub registry: Registry,
+    /// The daemon.
+    pub daemon: Skiffd,
+    /// The pulled busybox image's name.
+    pub image: String,
+    /// The pod's log directory.
+    pub logs: tempfile::TempDir,
+    /// The pod's config.
+    pub pod: cri::PodSandboxConfig,
+    /// The pod's ID.
+    pub pod_id: String,
+}
+
+impl PodEnv {
+    /// Starts a registry and a daemon, pulls busybox and runs the pod `name`.
+    pub async fn new(name: &str) -> Result<PodEnv> {
+        let registry = Registry::start()?;
+        let daemon = Skiffd::start("")?;
+        let image = pull_busybox(&daemon, &registry, Variant::Plain).await?;
+        let logs = tempfile::tempdir()?;
+        let pod = pod_config(name, name, logs.path());
+        let pod_id = run_pod(&daemon, &pod).await?;
+        Ok(PodEnv {
+            registry,
+            daemon,
+            image,
+            logs,
+            pod,
+            pod_id,
+        })
+    }
+
+    /// Creates and starts container `name` running `command` in the pod.
+    pub async fn start(&self, name: &str, command: &[&str]) -> Result<String> {
+        let config = container_config(name, &self.image, command);
+        start_container(&self.daemon, &self.pod_id, &self.pod, config).await
+    }
+
+    /// Creates and starts a container from a config of the caller's.
+    pub async fn start_config(&self, config: cri::ContainerConfig) -> Result<String> {
+        start_container(&self.daemon, &self.pod_id, &self.pod, config).await
+    }
+}

@@ -10,41 +10,22 @@ use tonic::Code;
 
 #[tokio::test]
 async fn two_containers_of_a_pod_talk_over_localhost() {
-    let registry = Registry::start().unwrap();
-    let daemon = Skiffd::start("").unwrap();
-    let image = pull_busybox(&daemon, &registry, Variant::Plain)
+    let env = PodEnv::new("demo").await.unwrap();
+    let (daemon, logs, pod_id) = (&env.daemon, &env.logs, &env.pod_id);
+    let web = env
+        .start(
+            "web",
+            &["sh", "-c", "mkdir -p /www && echo hello-from-web > /www/index.html && exec httpd -f -p 8080 -h /www"],
+        )
         .await
         .unwrap();
-    let logs = tempfile::tempdir().unwrap();
-    let pod = pod_config("localhost-demo", "demo", logs.path());
-    let pod_id = run_pod(&daemon, &pod).await.unwrap();
-
-    let web = start_container(
-        &daemon,
-        &pod_id,
-        &pod,
-        container_config(
-            "web",
-            &image,
-            &["sh", "-c", "mkdir -p /www && echo hello-from-web > /www/index.html && exec httpd -f -p 8080 -h /www"],
-        ),
-    )
-    .await
-    .unwrap();
-    let client = start_container(
-        &daemon,
-        &pod_id,
-        &pod,
-        container_config("client", &image, &["sleep", "3600"]),
-    )
-    .await
-    .unwrap();
+    let client = env.start("client", &["sleep", "3600"]).await.unwrap();
 
     // The client fetches the web container's page over the pod's shared loopback.
     let mut body = String::new();
     for _ in 0..50 {
         let reply = exec(
-            &daemon,
+            daemon,
             &client,
             &["wget", "-q", "-O", "-", "http://127.0.0.1:8080/"],
             5,
@@ -61,10 +42,10 @@ async fn two_containers_of_a_pod_talk_over_localhost() {
 
     // Same UTS and IPC namespace: both see the pod's hostname.
     for id in [&web, &client] {
-        let reply = exec(&daemon, id, &["hostname"], 5).await.unwrap();
+        let reply = exec(daemon, id, &["hostname"], 5).await.unwrap();
         assert_eq!(String::from_utf8(reply.stdout).unwrap(), "demo\n");
     }
-    let status = container_status(&daemon, &web).await.unwrap();
+    let status = container_status(daemon, &web).await.unwrap();
     assert_eq!(status.state, cri::ContainerState::ContainerRunning as i32);
     assert!(status.started_at >= status.created_at && status.created_at > 0);
     assert_eq!(
@@ -72,8 +53,8 @@ async fn two_containers_of_a_pod_talk_over_localhost() {
         logs.path().join("web.log").display().to_string()
     );
 
-    remove_pod(&daemon, &pod_id).await.unwrap();
-    let err = container_status(&daemon, &web).await.unwrap_err();
+    remove_pod(daemon, pod_id).await.unwrap();
+    let err = container_status(daemon, &web).await.unwrap_err();
     assert!(err.to_string().contains("not found"), "{err}");
 }
 

@@ -10,35 +10,22 @@ use std::time::Duration;
 
 /// One pod with the plain and the USER busybox images pulled.
 struct Setup {
-    _registry: Registry,
-    daemon: Skiffd,
-    image: String,
+    env: PodEnv,
     user_image: String,
-    pod: cri::PodSandboxConfig,
-    pod_id: String,
-    logs: tempfile::TempDir,
 }
 
 async fn setup(name: &str) -> Setup {
-    let registry = Registry::start().unwrap();
-    let daemon = Skiffd::start("").unwrap();
-    let image = pull_busybox(&daemon, &registry, Variant::Plain)
+    let env = PodEnv::new(name).await.unwrap();
+    let user_image = pull_busybox(&env.daemon, &env.registry, Variant::User)
         .await
         .unwrap();
-    let user_image = pull_busybox(&daemon, &registry, Variant::User)
-        .await
-        .unwrap();
-    let logs = tempfile::tempdir().unwrap();
-    let pod = pod_config(name, name, logs.path());
-    let pod_id = run_pod(&daemon, &pod).await.unwrap();
-    Setup {
-        _registry: registry,
-        daemon,
-        image,
-        user_image,
-        pod,
-        pod_id,
-        logs,
+    Setup { env, user_image }
+}
+
+impl std::ops::Deref for Setup {
+    type Target = PodEnv;
+    fn deref(&self) -> &PodEnv {
+        &self.env
     }
 }
 
