@@ -409,3 +409,122 @@ fn with_security_fields(config: cri::ContainerConfig) -> cri::ContainerConfig {
         },
     )
 }
+
+/// A static program that tries `clone(CLONE_NEWUSER)` and prints `allowed` or `denied …`.
+const CLONE_NEWUSER_PROBE: &str = r#"
+#define _GNU_SOURCE
+#include <errno.h>
+#include <sched.h>
+#include <signal.h>
+#include <stdio.h>
+#include <string.h>
+#include <sys/syscall.h>
+#include <sys/wait.h>
+#include <unistd.h>
+int main(void) {
+    long pid = syscall(SYS_clone, CLONE_NEWUSER | SIGCHLD, 0, 0, 0, 0);
+    if (pid == 0) _exit(0);
+    if (pid < 0) { printf("denied %s\n", strerror(errno)); return 1; }
+    waitpid(pid, 0, 0);
+    printf("allowed\n");
+    return 0;
+}
+"#;
+
+#[tokio::test]
+async fn runtime_default_seccomp_blocks_namespace_creation_through_clone() {
+    // Build the probe with the host's gcc and ship it in a layer on top of busybox.
+    let build = tempfile::tempdir().unwrap();
+    std::fs::write(build.path().join("probe.c"), CLONE_NEWUSER_PROBE).unwrap();
+    let status = std::process::Command::new("gcc")
+        .args(["-static", "-O2", "-o"])
+        .arg(build.path().join("probe"))
+        .arg(build.path().join("probe.c"))
+        .status()
+        .expect("gcc (build-essential)");
+    assert!(status.success());
+    let probe = std::fs::read(build.path().join("probe")).unwrap();
+    let image_spec = skiff_tests::busybox::busybox_spec(Variant::Plain)
+        .unwrap()
+        .layer(skiff_tests::oci_layout::Layer::new().file("probe", probe, 0o755));
+    let layout = tempfile::tempdir().unwrap();
+    image_spec.write(layout.path(), "probe").unwrap();
+
+    let env = PodEnv::new("sec-clone").await.unwrap();
+    skiff_tests::registry::push(
+        layout.path(),
+        "probe",
+        &env.registry,
+        "probe:1",
+        skiff_tests::registry::Format::Oci,
+    )
+    .unwrap();
+    let image = format!("{}/probe:1", env.registry.addr());
+    env.daemon
+        .images()
+        .await
+        .unwrap()
+        .pull_image(cri::PullImageRequest {
+            image: Some(cri::ImageSpec {
+                image: image.clone(),
+                ..Default::default()
+            }),
+            ..Default::default()
+        })
+        .await
+        .unwrap();
+    // The probe runs as the container's own process and reports in its log.
+    let run = |name: &'static str, kind: cri::security_profile::ProfileType| {
+        let (env, image) = (&env, image.clone());
+        async move {
+            let id = env
+                .start_config(with_security(
+                    container_config(name, &image, &["/probe"]),
+                    cri::LinuxContainerSecurityContext {
+                        seccomp: Some(cri::SecurityProfile {
+                            profile_type: kind as i32,
+                            ..Default::default()
+                        }),
+                        ..Default::default()
+                    },
+                ))
+                .await
+                .unwrap();
+            wait_exited(&env.daemon, &id, 20).await.unwrap();
+            std::fs::read_to_string(env.logs.path().join(format!("{name}.log"))).unwrap()
+        }
+    };
+    let confined = run(
+        "confined",
+        cri::security_profile::ProfileType::RuntimeDefault,
+    )
+    .await;
+    assert!(
+        confined.contains(" denied "),
+        "RuntimeDefault must block it: {confined}"
+    );
+    let unconfined = run("unconfined", cri::security_profile::ProfileType::Unconfined).await;
+    assert!(
+        unconfined.contains(" allowed"),
+        "the probe itself works: {unconfined}"
+    );
+    // Ordinary forks still pass the clone rule.
+    let shell = env
+        .start_config(with_security(
+            container_config("shell", &env.image, SLEEP),
+            cri::LinuxContainerSecurityContext {
+                seccomp: Some(cri::SecurityProfile {
+                    profile_type: cri::security_profile::ProfileType::RuntimeDefault as i32,
+                    ..Default::default()
+                }),
+                ..Default::default()
+            },
+        ))
+        .await
+        .unwrap();
+    let reply = exec(&env.daemon, &shell, &["sh", "-c", "echo piped | cat"], 10)
+        .await
+        .unwrap();
+    assert_eq!(reply.stdout, b"piped\n");
+    remove_pod(&env.daemon, &env.pod_id).await.unwrap();
+}

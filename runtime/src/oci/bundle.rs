@@ -8,7 +8,9 @@
 use std::fs;
 use std::path::{Path, PathBuf};
 
-use libcontainer::oci_spec::runtime::{Process, Spec};
+use libcontainer::oci_spec::runtime::{
+    LinuxSeccomp, LinuxSeccompArgBuilder, LinuxSeccompOperator, Process, Spec,
+};
 
 use super::error::{OciError, Result};
 
@@ -39,7 +41,12 @@ pub fn read_json<T: serde::de::DeserializeOwned>(path: &Path) -> Result<T> {
 ///   to the bundle in the OCI spec);
 /// - an empty `linux.cgroupsPath` becomes `/skiff/<id>` (libcontainer's default is a
 ///   literal `:youki:<id>` directory);
-/// - `process.oomScoreAdj` is raised to ours if lower (see [`clamp_oom_score_adj`]).
+/// - `process.oomScoreAdj` is raised to ours if lower (see [`clamp_oom_score_adj`]);
+/// - `process.noNewPrivileges: false` is dropped: libcontainer 0.7 treats an explicit `false`
+///   like `true` when it decides when to load seccomp (after dropping CAP_SYS_ADMIN), which
+///   then fails with "failed to load seccomp context"; absent means the same and works;
+/// - masked-equal seccomp conditions are reordered for libcontainer (see
+///   [`order_masked_eq_for_libcontainer`]).
 pub fn prepare(mut spec: Spec, bundle: &Path, id: &str) -> Result<Spec> {
     let root = spec
         .root()
@@ -81,8 +88,51 @@ pub fn prepare(mut spec: Spec, bundle: &Path, id: &str) -> Result<Spec> {
 
     if let Some(process) = spec.process_mut() {
         clamp_oom_score_adj(process)?;
+        if process.no_new_privileges() == Some(false) {
+            process.set_no_new_privileges(None);
+        }
+    }
+    if let Some(linux) = spec.linux_mut() {
+        if let Some(mut seccomp) = linux.seccomp().clone() {
+            order_masked_eq_for_libcontainer(&mut seccomp);
+            linux.set_seccomp(Some(seccomp));
+        }
     }
     Ok(spec)
+}
+
+/// The OCI spec (and runc) read `SCMP_CMP_MASKED_EQ` as `(arg & value) == valueTwo`, but
+/// libcontainer 0.7 passes `valueTwo` as the mask and `value` as the datum. With Docker's
+/// default profile that turns "allow clone without namespace flags" into a rule that always
+/// matches (libseccomp masks the datum with a zero mask), so containers could create
+/// namespaces. Swapping the two values gives libcontainer the intended condition.
+pub fn order_masked_eq_for_libcontainer(seccomp: &mut LinuxSeccomp) {
+    let Some(mut syscalls) = seccomp.syscalls().clone() else {
+        return;
+    };
+    for syscall in syscalls.iter_mut() {
+        let Some(mut args) = syscall.args().clone() else {
+            continue;
+        };
+        for arg in args.iter_mut() {
+            if arg.op() != LinuxSeccompOperator::ScmpCmpMaskedEq {
+                continue;
+            }
+            let (mask, datum) = (arg.value(), arg.value_two().unwrap_or(0));
+            // The spec type has no setters for these fields; rebuild the condition swapped.
+            if let Ok(swapped) = LinuxSeccompArgBuilder::default()
+                .index(arg.index())
+                .value(datum)
+                .value_two(mask)
+                .op(arg.op())
+                .build()
+            {
+                *arg = swapped;
+            }
+        }
+        syscall.set_args(Some(args));
+    }
+    seccomp.set_syscalls(Some(syscalls));
 }
 
 /// Raises `process.oomScoreAdj` to this process's own value if it is lower.
@@ -176,6 +226,64 @@ mod tests {
         let spec = prepare(spec_with(Some("/pods/x"), None), bundle.path(), "abc").unwrap();
         let linux = spec.linux().as_ref().unwrap();
         assert_eq!(linux.cgroups_path().as_deref(), Some(Path::new("/pods/x")));
+    }
+
+    #[test]
+    fn an_explicit_false_no_new_privileges_is_dropped() {
+        let bundle = tempfile::tempdir().unwrap();
+        fs::create_dir(bundle.path().join("rootfs")).unwrap();
+        let mut spec = spec_with(None, None);
+        spec.process_mut()
+            .as_mut()
+            .unwrap()
+            .set_no_new_privileges(Some(false));
+        let spec = prepare(spec, bundle.path(), "abc").unwrap();
+        assert_eq!(spec.process().as_ref().unwrap().no_new_privileges(), None);
+        let mut spec = spec_with(None, None);
+        spec.process_mut()
+            .as_mut()
+            .unwrap()
+            .set_no_new_privileges(Some(true));
+        let spec = prepare(spec, bundle.path(), "abc").unwrap();
+        assert_eq!(
+            spec.process().as_ref().unwrap().no_new_privileges(),
+            Some(true)
+        );
+    }
+
+    #[test]
+    fn masked_eq_conditions_are_reordered_for_libcontainer() {
+        use libcontainer::oci_spec::runtime::{
+            LinuxSeccompAction, LinuxSeccompBuilder, LinuxSyscallBuilder,
+        };
+        let clone_rule = |op| {
+            LinuxSyscallBuilder::default()
+                .names(vec!["clone".to_string()])
+                .action(LinuxSeccompAction::ScmpActAllow)
+                .args(vec![LinuxSeccompArgBuilder::default()
+                    .index(0usize)
+                    .value(0x7E02_0000u64)
+                    .value_two(0u64)
+                    .op(op)
+                    .build()
+                    .unwrap()])
+                .build()
+                .unwrap()
+        };
+        let mut seccomp = LinuxSeccompBuilder::default()
+            .default_action(LinuxSeccompAction::ScmpActErrno)
+            .syscalls(vec![
+                clone_rule(LinuxSeccompOperator::ScmpCmpMaskedEq),
+                clone_rule(LinuxSeccompOperator::ScmpCmpEq),
+            ])
+            .build()
+            .unwrap();
+        order_masked_eq_for_libcontainer(&mut seccomp);
+        let syscalls = seccomp.syscalls().as_ref().unwrap();
+        let masked = &syscalls[0].args().as_ref().unwrap()[0];
+        assert_eq!((masked.value(), masked.value_two()), (0, Some(0x7E02_0000)));
+        let equal = &syscalls[1].args().as_ref().unwrap()[0];
+        assert_eq!((equal.value(), equal.value_two()), (0x7E02_0000, Some(0)));
     }
 
     #[test]
