@@ -6,3 +6,4 @@ pub mod daemon;
 pub mod oci_layout;
 pub mod registry;
 pub mod spdy_client;
+pub mod ws_client;

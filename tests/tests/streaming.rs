@@ -1,6 +1,7 @@
-//! Exec and port-forward through skiffd's streaming server, driven by an independent SPDY/3.1
-//! client (`skiff_tests::spdy_client`) speaking Kubernetes' remotecommand and port-forward
-//! protocols as client-go does.
+//! Exec, attach and port-forward through skiffd's streaming server, driven by an independent
+//! SPDY/3.1 client (`skiff_tests::spdy_client`) speaking Kubernetes' remotecommand and
+//! port-forward protocols as client-go does, and by a WebSocket client
+//! (`skiff_tests::ws_client`) speaking the `v4`/`v5.channel.k8s.io` channel protocols.
 
 use serde_json::Value;
 use skiff_proto::runtime::v1 as cri;
@@ -9,6 +10,7 @@ use skiff_tests::cri::*;
 use skiff_tests::daemon::Skiffd;
 use skiff_tests::registry::Registry;
 use skiff_tests::spdy_client::{SpdyClient, UpgradeRefused};
+use skiff_tests::ws_client::{self, WsClient, WsRefused};
 use std::time::{Duration, Instant};
 use tonic::Code;
 
@@ -33,6 +35,15 @@ struct Fixture {
 
 impl Fixture {
     async fn start(name: &str, command: &[&str]) -> Fixture {
+        Self::start_with(name, command, |_| {}).await
+    }
+
+    /// Like [`Fixture::start`], with a chance to edit the container's config.
+    async fn start_with(
+        name: &str,
+        command: &[&str],
+        edit: impl FnOnce(&mut cri::ContainerConfig),
+    ) -> Fixture {
         let registry = Registry::start().unwrap();
         let daemon = Skiffd::start("[streaming]\ntoken_ttl_secs = 2\n").unwrap();
         let image = pull_busybox(&daemon, &registry, Variant::Plain)
@@ -41,14 +52,11 @@ impl Fixture {
         let logs = tempfile::tempdir().unwrap();
         let config = pod_config(name, name, logs.path());
         let pod = run_pod(&daemon, &config).await.unwrap();
-        let container = start_container(
-            &daemon,
-            &pod,
-            &config,
-            container_config("main", &image, command),
-        )
-        .await
-        .unwrap();
+        let mut container_config = container_config("main", &image, command);
+        edit(&mut container_config);
+        let container = start_container(&daemon, &pod, &config, container_config)
+            .await
+            .unwrap();
         Fixture {
             daemon,
             _registry: registry,
@@ -67,6 +75,25 @@ impl Fixture {
             .exec(cri::ExecRequest {
                 container_id: self.container.clone(),
                 cmd: cmd.iter().map(|s| s.to_string()).collect(),
+                tty,
+                stdin,
+                stdout: true,
+                stderr: !tty,
+            })
+            .await
+            .unwrap()
+            .into_inner()
+            .url
+    }
+
+    /// Attach's URL, with stdout (and stderr without a terminal).
+    async fn attach_url(&self, tty: bool, stdin: bool) -> String {
+        self.daemon
+            .runtime()
+            .await
+            .unwrap()
+            .attach(cri::AttachRequest {
+                container_id: self.container.clone(),
                 tty,
                 stdin,
                 stdout: true,
@@ -540,13 +567,36 @@ async fn streaming_urls_are_single_use_and_expire() {
     let err = runtime
         .attach(cri::AttachRequest {
             container_id: fx.container.clone(),
+            ..Default::default()
+        })
+        .await
+        .unwrap_err();
+    assert_eq!(err.code(), Code::InvalidArgument, "{err}");
+    let err = runtime
+        .attach(cri::AttachRequest {
+            container_id: "0".repeat(64),
             stdout: true,
             ..Default::default()
         })
         .await
         .unwrap_err();
-    assert_eq!(err.code(), Code::Unimplemented, "{err}");
+    assert_eq!(err.code(), Code::NotFound, "{err}");
     remove_pod(&fx.daemon, &fx.pod).await.unwrap();
+}
+
+/// A kubeconfig in `dir` pointing kubectl at the fake API server at `api`.
+fn write_kubeconfig(dir: &std::path::Path, api: std::net::SocketAddr) -> std::path::PathBuf {
+    let kubeconfig = dir.join("kubeconfig");
+    std::fs::write(
+        &kubeconfig,
+        format!(
+            "apiVersion: v1\nkind: Config\nclusters:\n- name: fake\n  cluster:\n    server: http://{api}\n\
+             contexts:\n- name: fake\n  context:\n    cluster: fake\n    user: fake\n    namespace: default\n\
+             current-context: fake\nusers:\n- name: fake\n  user: {{}}\n"
+        ),
+    )
+    .unwrap();
+    kubeconfig
 }
 
 type RuntimeClient = skiff_proto::runtime::v1::runtime_service_client::RuntimeServiceClient<
@@ -623,8 +673,19 @@ async fn fake_apiserver(
                         .map(|(_, v)| percent_decode(v))
                         .collect()
                 };
-                let url = if path.ends_with("/exec") {
-                    let flag = |n: &str| param(n).first().is_some_and(|v| v == "true" || v == "1");
+                let flag = |n: &str| param(n).first().is_some_and(|v| v == "true" || v == "1");
+                let url = if path.ends_with("/attach") {
+                    runtime
+                        .attach(cri::AttachRequest {
+                            container_id,
+                            tty: flag("tty"),
+                            stdin: flag("stdin"),
+                            stdout: flag("stdout"),
+                            stderr: flag("stderr"),
+                        })
+                        .await
+                        .map(|r| r.into_inner().url)
+                } else if path.ends_with("/exec") {
                     runtime
                         .exec(cri::ExecRequest {
                             container_id,
@@ -712,16 +773,7 @@ async fn kubectl_exec_and_port_forward_work_against_skiffd() {
     )
     .await;
     let dir = tempfile::tempdir().unwrap();
-    let kubeconfig = dir.path().join("kubeconfig");
-    std::fs::write(
-        &kubeconfig,
-        format!(
-            "apiVersion: v1\nkind: Config\nclusters:\n- name: fake\n  cluster:\n    server: http://{api}\n\
-             contexts:\n- name: fake\n  context:\n    cluster: fake\n    user: fake\n    namespace: default\n\
-             current-context: fake\nusers:\n- name: fake\n  user: {{}}\n"
-        ),
-    )
-    .unwrap();
+    let kubeconfig = write_kubeconfig(dir.path(), api);
     let kubectl_exec = |args: &[&str], stdin: &'static [u8], websockets: bool| {
         let mut all: Vec<String> = ["exec", "web", "-c", "main"].map(String::from).to_vec();
         all.extend(args.iter().map(|a| a.to_string()));
@@ -748,7 +800,7 @@ async fn kubectl_exec_and_port_forward_work_against_skiffd() {
         })
     };
 
-    // SPDY straight away, and after a WebSocket attempt that skiffd turns down.
+    // Over SPDY, and over WebSocket (kubectl's default since 1.30).
     for websockets in [false, true] {
         let out = kubectl_exec(
             &["--", "sh", "-c", "echo to-out; echo to-err >&2; exit 3"],
@@ -764,50 +816,328 @@ async fn kubectl_exec_and_port_forward_work_against_skiffd() {
             "{out:?}"
         );
     }
-    let out = kubectl_exec(&["-i", "--", "cat"], b"piped through\n", false)
-        .await
-        .unwrap();
-    assert!(out.status.success(), "{out:?}");
-    assert_eq!(String::from_utf8_lossy(&out.stdout), "piped through\n");
-
-    // kubectl port-forward, then a request through the forwarded port.
-    let mut forward = tokio::process::Command::new(&kubectl)
-        .arg("--kubeconfig")
-        .arg(&kubeconfig)
-        .arg("--cache-dir")
-        .arg(kubeconfig.with_file_name("cache"))
-        .args(["port-forward", "pod/web", ":8080"])
-        .env("KUBECTL_PORT_FORWARD_WEBSOCKETS", "false")
-        .stdout(std::process::Stdio::piped())
-        .stderr(std::process::Stdio::piped())
-        .kill_on_drop(true)
-        .spawn()
-        .unwrap();
-    use tokio::io::{AsyncBufReadExt, AsyncReadExt, AsyncWriteExt};
-    let mut lines = tokio::io::BufReader::new(forward.stdout.take().unwrap()).lines();
-    let line = tokio::time::timeout(WAIT, lines.next_line())
-        .await
-        .unwrap()
-        .unwrap()
-        .unwrap();
-    // "Forwarding from 127.0.0.1:PORT -> 8080"
-    let local = line
-        .split_whitespace()
-        .nth(2)
-        .unwrap_or_else(|| panic!("{line}"))
-        .to_string();
-    let mut body = String::new();
-    for _ in 0..50 {
-        let mut tcp = tokio::net::TcpStream::connect(&local).await.unwrap();
-        tcp.write_all(b"GET / HTTP/1.0\r\n\r\n").await.unwrap();
-        body.clear();
-        let _ = tokio::time::timeout(WAIT, tcp.read_to_string(&mut body)).await;
-        if body.contains("served-by-httpd") {
-            break;
-        }
-        tokio::time::sleep(Duration::from_millis(100)).await;
+    // stdin's end is a SPDY half-close, or v5's close signal over WebSocket.
+    for websockets in [false, true] {
+        let out = kubectl_exec(&["-i", "--", "cat"], b"piped through\n", websockets)
+            .await
+            .unwrap();
+        assert!(out.status.success(), "{out:?}");
+        assert_eq!(String::from_utf8_lossy(&out.stdout), "piped through\n");
     }
-    assert!(body.contains(" 200 OK"), "{body:?}");
-    assert!(body.ends_with("served-by-httpd\n"), "{body:?}");
-    forward.kill().await.unwrap();
+
+    // kubectl port-forward, then a request through the forwarded port: over SPDY, and over
+    // WebSocket (SPDY tunnelled in binary messages).
+    use tokio::io::{AsyncBufReadExt, AsyncReadExt, AsyncWriteExt};
+    for websockets in [false, true] {
+        let mut forward = tokio::process::Command::new(&kubectl)
+            .arg("--kubeconfig")
+            .arg(&kubeconfig)
+            .arg("--cache-dir")
+            .arg(kubeconfig.with_file_name("cache"))
+            .args(["port-forward", "pod/web", ":8080"])
+            .env(
+                "KUBECTL_PORT_FORWARD_WEBSOCKETS",
+                if websockets { "true" } else { "false" },
+            )
+            .stdout(std::process::Stdio::piped())
+            .stderr(std::process::Stdio::piped())
+            .kill_on_drop(true)
+            .spawn()
+            .unwrap();
+        let mut lines = tokio::io::BufReader::new(forward.stdout.take().unwrap()).lines();
+        let line = tokio::time::timeout(WAIT, lines.next_line())
+            .await
+            .unwrap()
+            .unwrap()
+            .unwrap();
+        // "Forwarding from 127.0.0.1:PORT -> 8080"
+        let local = line
+            .split_whitespace()
+            .nth(2)
+            .unwrap_or_else(|| panic!("{line}"))
+            .to_string();
+        let mut body = String::new();
+        for _ in 0..50 {
+            let mut tcp = tokio::net::TcpStream::connect(&local).await.unwrap();
+            tcp.write_all(b"GET / HTTP/1.0\r\n\r\n").await.unwrap();
+            body.clear();
+            let _ = tokio::time::timeout(WAIT, tcp.read_to_string(&mut body)).await;
+            if body.contains("served-by-httpd") {
+                break;
+            }
+            tokio::time::sleep(Duration::from_millis(100)).await;
+        }
+        assert!(body.contains(" 200 OK"), "{body:?}");
+        assert!(body.ends_with("served-by-httpd\n"), "{body:?}");
+        forward.kill().await.unwrap();
+    }
+}
+
+#[tokio::test]
+async fn attach_joins_a_containers_stdin_and_output() {
+    // `cat` with stdin kept open for attach; its first session's end closes it (stdin_once).
+    let fx = Fixture::start_with("attach-cat", &["sh", "-c", "cat; echo eof >&2"], |c| {
+        c.stdin = true;
+        c.stdin_once = true;
+    })
+    .await;
+
+    // An output-only client over WebSocket, next to a SPDY client that types.
+    let url = fx.attach_url(false, false).await;
+    let watcher = WsClient::connect(&url, &["v4.channel.k8s.io"])
+        .await
+        .unwrap();
+    assert_eq!(watcher.protocol.as_deref(), Some("v4.channel.k8s.io"));
+    let url = fx.attach_url(false, true).await;
+    let typist = open_exec(&url, ALL, false, true).await;
+    let stdin = typist.stdin.unwrap();
+    typist.client.write(stdin, b"hello\n").await.unwrap();
+    typist
+        .client
+        .wait_for_output(typist.stdout, "hello\n", WAIT)
+        .await
+        .unwrap();
+    watcher
+        .wait(WAIT, |r| {
+            r.channels[ws_client::STDOUT as usize] == b"hello\n"
+        })
+        .await
+        .unwrap();
+    typist.client.write(stdin, b"world\n").await.unwrap();
+    // Closing stdin ends the container's input: cat exits and so does the container.
+    typist.client.close(stdin).await.unwrap();
+    let (stdout, stderr, status) = typist.outcome().await;
+    assert_eq!(
+        (stdout.as_str(), stderr.as_str()),
+        ("hello\nworld\n", "eof\n")
+    );
+    assert_eq!(exit_code(&status), 0);
+    typist.client.wait_closed(WAIT).await.unwrap();
+    let seen = watcher.wait_closed(WAIT).await.unwrap();
+    assert_eq!(seen.channels[ws_client::STDOUT as usize], b"hello\nworld\n");
+    assert_eq!(seen.channels[ws_client::STDERR as usize], b"eof\n");
+    assert_eq!(
+        exit_code(&String::from_utf8_lossy(
+            &seen.channels[ws_client::ERROR as usize]
+        )),
+        0
+    );
+    let status = wait_exited(&fx.daemon, &fx.container, 10).await.unwrap();
+    assert_eq!(status.exit_code, 0);
+
+    // An exited container cannot be attached to.
+    let err = fx
+        .daemon
+        .runtime()
+        .await
+        .unwrap()
+        .attach(cri::AttachRequest {
+            container_id: fx.container.clone(),
+            stdout: true,
+            ..Default::default()
+        })
+        .await
+        .unwrap_err();
+    assert_eq!(err.code(), Code::FailedPrecondition, "{err}");
+}
+
+#[tokio::test]
+async fn attach_to_a_tty_container_applies_resizes() {
+    let fx = Fixture::start_with(
+        "attach-tty",
+        &[
+            "sh",
+            "-c",
+            "while read l; do echo \"size $(stty size) $l\"; done",
+        ],
+        |c| {
+            c.tty = true;
+            c.stdin = true;
+        },
+    )
+    .await;
+    let url = fx.attach_url(true, true).await;
+    let attach = open_exec(&url, ALL, true, true).await;
+    let (stdin, resize) = (attach.stdin.unwrap(), attach.resize.unwrap());
+    attach
+        .client
+        .write(resize, br#"{"Width":123,"Height":45}"#)
+        .await
+        .unwrap();
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    attach.client.write(stdin, b"one\n").await.unwrap();
+    attach
+        .client
+        .wait_for_output(attach.stdout, "size 45 123 one", WAIT)
+        .await
+        .unwrap();
+    // The client leaving only detaches: the container carries on for the next one.
+    drop(attach);
+
+    let url = fx.attach_url(true, true).await;
+    let mut ws = WsClient::connect(&url, &["v5.channel.k8s.io"])
+        .await
+        .unwrap();
+    ws.send(ws_client::RESIZE, br#"{"Width":90,"Height":30}"#)
+        .await
+        .unwrap();
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    ws.send(ws_client::STDIN, b"two\n").await.unwrap();
+    ws.wait(WAIT, |r| {
+        String::from_utf8_lossy(&r.channels[ws_client::STDOUT as usize]).contains("size 30 90 two")
+    })
+    .await
+    .unwrap();
+    let status = container_status(&fx.daemon, &fx.container).await.unwrap();
+    assert_eq!(status.state, cri::ContainerState::ContainerRunning as i32);
+}
+
+#[tokio::test]
+async fn exec_over_websocket() {
+    let fx = Fixture::start("exec-ws", &["sleep", "3600"]).await;
+    let status_of = |r: &ws_client::Received| {
+        exit_code(&String::from_utf8_lossy(
+            &r.channels[ws_client::ERROR as usize],
+        ))
+    };
+
+    // Output on its channels, the exit code as a v4+ status, then a close.
+    let url = fx
+        .exec_url(
+            &["sh", "-c", "echo out; echo err >&2; exit 3"],
+            false,
+            false,
+        )
+        .await;
+    let ws = WsClient::connect(&url, &["base64.channel.k8s.io", "v5.channel.k8s.io"])
+        .await
+        .unwrap();
+    assert_eq!(ws.protocol.as_deref(), Some("v5.channel.k8s.io"));
+    let got = ws.wait_closed(WAIT).await.unwrap();
+    assert_eq!(got.channels[ws_client::STDOUT as usize], b"out\n");
+    assert_eq!(got.channels[ws_client::STDERR as usize], b"err\n");
+    assert_eq!(status_of(&got), 3);
+    // The server announced the streams with an empty message first.
+    assert_eq!(got.empty_messages[ws_client::STDOUT as usize], 1);
+
+    // v5: stdin in, and its close signal is the process's EOF.
+    let url = fx.exec_url(&["cat"], false, true).await;
+    let mut ws = WsClient::connect(&url, &["v5.channel.k8s.io"])
+        .await
+        .unwrap();
+    ws.send(ws_client::STDIN, b"hi\n").await.unwrap();
+    ws.wait(WAIT, |r| r.channels[ws_client::STDOUT as usize] == b"hi\n")
+        .await
+        .unwrap();
+    ws.close_channel(ws_client::STDIN).await.unwrap();
+    let got = ws.wait_closed(WAIT).await.unwrap();
+    assert_eq!(got.channels[ws_client::STDOUT as usize], b"hi\n");
+    assert_eq!(status_of(&got), 0);
+
+    // v4, with a terminal and a resize.
+    let url = fx.exec_url(&["sh"], true, true).await;
+    let mut ws = WsClient::connect(&url, &["v4.channel.k8s.io"])
+        .await
+        .unwrap();
+    assert_eq!(ws.protocol.as_deref(), Some("v4.channel.k8s.io"));
+    ws.send(ws_client::RESIZE, br#"{"Width":100,"Height":20}"#)
+        .await
+        .unwrap();
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    ws.send(ws_client::STDIN, b"stty size; exit 4\n")
+        .await
+        .unwrap();
+    let got = ws.wait_closed(WAIT).await.unwrap();
+    let stdout = String::from_utf8_lossy(&got.channels[ws_client::STDOUT as usize]).to_string();
+    assert!(stdout.contains("20 100"), "{stdout:?}");
+    assert_eq!(status_of(&got), 4);
+
+    // A client that leaves mid-stream leaves no process behind.
+    let url = fx.exec_url(&["sleep", "4545"], false, true).await;
+    let mut ws = WsClient::connect(&url, &["v5.channel.k8s.io"])
+        .await
+        .unwrap();
+    wait_until("the exec'd process", || {
+        processes_running(&["sleep", "4545"]).len() == 1
+    })
+    .await;
+    ws.close().await.unwrap();
+    drop(ws);
+    wait_until("the exec'd process to be killed", || {
+        processes_running(&["sleep", "4545"]).is_empty()
+    })
+    .await;
+
+    // No subprotocol we speak: 400, and the URL still works for the SPDY fallback.
+    let url = fx.exec_url(&["echo", "spdy"], false, false).await;
+    let refused = WsClient::connect(&url, &["base64.channel.k8s.io"])
+        .await
+        .err()
+        .unwrap();
+    assert_eq!(refused.downcast::<WsRefused>().unwrap().status, 400);
+    let exec = open_exec(&url, ALL, false, false).await;
+    let (stdout, _, status) = exec.outcome().await;
+    assert_eq!((stdout.as_str(), exit_code(&status)), ("spdy\n", 0));
+    // A used token is refused over WebSocket too.
+    let reused = WsClient::connect(&url, &["v5.channel.k8s.io"])
+        .await
+        .err()
+        .unwrap();
+    assert_eq!(reused.downcast::<WsRefused>().unwrap().status, 404);
+}
+
+#[tokio::test]
+async fn kubectl_attach_works_against_skiffd() {
+    let Some(kubectl) = kubectl() else {
+        eprintln!("kubectl not installed: skipping the client-go interoperability check");
+        return;
+    };
+    let fx = Fixture::start_with("kubectl-attach", &["sh", "-c", "cat; echo done >&2"], |c| {
+        c.stdin = true;
+        c.stdin_once = true;
+    })
+    .await;
+    let api = fake_apiserver(
+        fx.daemon.runtime().await.unwrap(),
+        fx.pod.clone(),
+        fx.container.clone(),
+    )
+    .await;
+    let dir = tempfile::tempdir().unwrap();
+    let kubeconfig = write_kubeconfig(dir.path(), api);
+    // kubectl's default transport (WebSocket); the end of its stdin ends the container's.
+    let out = tokio::task::spawn_blocking(move || {
+        let mut child = std::process::Command::new(&kubectl)
+            .arg("--kubeconfig")
+            .arg(&kubeconfig)
+            .arg("--cache-dir")
+            .arg(kubeconfig.with_file_name("cache"))
+            .args(["attach", "web", "-c", "main", "-i"])
+            .stdin(std::process::Stdio::piped())
+            .stdout(std::process::Stdio::piped())
+            .stderr(std::process::Stdio::piped())
+            .spawn()
+            .unwrap();
+        use std::io::Write;
+        let mut stdin = child.stdin.take().unwrap();
+        // After the session is up, so the echo is not missed.
+        std::thread::sleep(Duration::from_millis(500));
+        stdin.write_all(b"attached\n").unwrap();
+        drop(stdin);
+        child.wait_with_output().unwrap()
+    })
+    .await
+    .unwrap();
+    assert!(out.status.success(), "{out:?}");
+    assert_eq!(
+        String::from_utf8_lossy(&out.stdout),
+        "attached\n",
+        "{out:?}"
+    );
+    assert!(
+        String::from_utf8_lossy(&out.stderr).contains("done"),
+        "{out:?}"
+    );
+    let status = wait_exited(&fx.daemon, &fx.container, 10).await.unwrap();
+    assert_eq!(status.exit_code, 0);
 }

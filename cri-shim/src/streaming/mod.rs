@@ -3,8 +3,10 @@
 //! The RPCs do not stream themselves; they store the request under a single-use token
 //! ([`tokens`]) and answer with a URL on this server. The client then opens an HTTP connection
 //! to that URL and upgrades it to SPDY/3.1 ([`spdy`]), over which it speaks Kubernetes'
-//! remotecommand ([`remotecommand`]) or port-forward ([`portforward`]) protocol.
+//! remotecommand ([`remotecommand`], [`attach`]) or port-forward ([`portforward`]) protocol;
+//! all three are also served over WebSocket ([`websocket`]).
 
+mod attach;
 mod portforward;
 mod process;
 mod pty;
@@ -12,6 +14,8 @@ mod remotecommand;
 mod server;
 pub mod spdy;
 mod tokens;
+mod transport;
+mod websocket;
 
 pub use process::ExecEnv;
 
@@ -79,6 +83,26 @@ pub struct ExecRequest {
     pub stderr: bool,
 }
 
+/// An attach waiting for its client: what the Attach RPC asked for, and where the container's
+/// monitor is.
+#[derive(Debug, Clone)]
+pub struct AttachRequest {
+    /// The container (full ID).
+    pub container_id: String,
+    /// The monitor's socket directory.
+    pub socket_dir: PathBuf,
+    /// The monitor's exit file: present once the container has exited.
+    pub exit_file: PathBuf,
+    /// The client uses a terminal (it may send resizes; no stderr stream).
+    pub tty: bool,
+    /// The client sends stdin.
+    pub stdin: bool,
+    /// The client reads stdout.
+    pub stdout: bool,
+    /// The client reads stderr.
+    pub stderr: bool,
+}
+
 /// A port-forward waiting for its client.
 #[derive(Debug, Clone)]
 pub struct PortForwardRequest {
@@ -92,6 +116,7 @@ pub struct PortForwardRequest {
 #[derive(Debug)]
 enum Pending {
     Exec(ExecRequest),
+    Attach(AttachRequest),
     PortForward(PortForwardRequest),
 }
 
@@ -151,6 +176,11 @@ impl StreamingServer {
     /// The URL where the client of `request` runs it.
     pub fn exec_url(&self, request: ExecRequest) -> String {
         self.url("exec", Pending::Exec(request))
+    }
+
+    /// The URL where the client of `request` attaches.
+    pub fn attach_url(&self, request: AttachRequest) -> String {
+        self.url("attach", Pending::Attach(request))
     }
 
     /// The URL where the client of `request` forwards its ports.

@@ -1,12 +1,15 @@
-//! Kubernetes' remotecommand protocol over SPDY, server side, for exec: the client opens one
-//! stream per `streamType` (`error`, `stdin`, `stdout`, `stderr`, `resize`), the server runs
-//! the command and pumps bytes, and the error stream carries the outcome — plain text on
-//! failure up to v3, a `metav1.Status` JSON (with the exit code) from v4 on. Over SPDY, v5 is
-//! v4: its CLOSE signal is a WebSocket matter; SPDY half-closes stdin natively.
+//! Kubernetes' remotecommand protocol, server side, for exec and the pieces attach shares
+//! ([`super::attach`]): over SPDY the client opens one stream per `streamType` (`error`,
+//! `stdin`, `stdout`, `stderr`, `resize`); over WebSocket they are channels of one connection
+//! ([`super::websocket`]). The server runs the command and pumps bytes, and the error stream
+//! carries the outcome — plain text on failure up to v3, a `metav1.Status` JSON (with the exit
+//! code) from v4 on. Over SPDY, v5 is v4: its CLOSE signal is a WebSocket matter; SPDY
+//! half-closes stdin natively.
 
 use super::process::{ExecEnv, ExecProcess, ProcessIo};
 use super::pty::Pty;
-use super::spdy::{Incoming, Session, StreamReader, StreamWriter};
+use super::spdy::Incoming;
+use super::transport::{Connection, Input, Output};
 use super::ExecRequest;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
@@ -59,7 +62,7 @@ impl Version {
         })
     }
 
-    fn resizes(self) -> bool {
+    pub(super) fn resizes(self) -> bool {
         self >= Version::V3
     }
 
@@ -113,30 +116,64 @@ pub fn status_message(version: Version, outcome: &Outcome) -> Option<Vec<u8>> {
     Some(status.to_string().into_bytes())
 }
 
-/// The streams of one exec, by type.
-#[derive(Default)]
-struct Streams {
-    error: Option<StreamWriter>,
-    stdin: Option<StreamReader>,
-    stdout: Option<StreamWriter>,
-    stderr: Option<StreamWriter>,
-    resize: Option<StreamReader>,
-    /// Our direction of stdin and resize. Held open until the end: client-go closes its stdin
-    /// as soon as the server half-closes it, even before it sent what it had.
-    held: Vec<StreamWriter>,
+/// Which streams a session has.
+#[derive(Debug, Clone, Copy)]
+pub struct Wanted {
+    /// The client sends stdin.
+    pub stdin: bool,
+    /// The client reads stdout.
+    pub stdout: bool,
+    /// The client reads stderr.
+    pub stderr: bool,
+    /// A terminal: stderr is merged into stdout and the client may resize it.
+    pub tty: bool,
 }
 
-/// Serves one exec session to its end.
+impl From<&super::AttachRequest> for Wanted {
+    fn from(request: &super::AttachRequest) -> Self {
+        Wanted {
+            stdin: request.stdin,
+            stdout: request.stdout,
+            stderr: request.stderr && !request.tty,
+            tty: request.tty,
+        }
+    }
+}
+
+impl From<&ExecRequest> for Wanted {
+    fn from(request: &ExecRequest) -> Self {
+        Wanted {
+            stdin: request.stdin,
+            stdout: request.stdout,
+            // A terminal merges stderr into stdout, as kubelets do.
+            stderr: request.stderr && !request.tty,
+            tty: request.tty,
+        }
+    }
+}
+
+/// The streams of one session, by type.
+#[derive(Default)]
+pub struct Streams {
+    pub(super) error: Option<Output>,
+    pub(super) stdin: Option<Input>,
+    pub(super) stdout: Option<Output>,
+    pub(super) stderr: Option<Output>,
+    pub(super) resize: Option<Input>,
+    /// Our direction of stdin and resize. Held open until the end: client-go closes its stdin
+    /// as soon as the server half-closes it, even before it sent what it had.
+    pub(super) held: Vec<Output>,
+}
+
+/// Serves one exec session over SPDY to its end.
 pub async fn serve_exec(
-    session: Session,
+    connection: Connection,
     mut incoming: Incoming,
     version: Version,
-    mut request: ExecRequest,
+    request: ExecRequest,
     env: &ExecEnv,
 ) {
-    // A terminal merges stderr into stdout, as kubelets do.
-    request.stderr &= !request.tty;
-    let streams = match wait_for_streams(&mut incoming, version, &request).await {
+    let streams = match wait_for_streams(&mut incoming, version, Wanted::from(&request)).await {
         Ok(streams) => streams,
         Err(e) => {
             tracing::warn!(container = %request.container_id, error = e, "exec streams");
@@ -145,6 +182,18 @@ pub async fn serve_exec(
     };
     // Streams the client opens later are refused by dropping the receiver.
     drop(incoming);
+    run_exec(connection, streams, version, request, env).await;
+}
+
+/// Runs an exec whose streams are open.
+pub async fn run_exec(
+    session: Connection,
+    streams: Streams,
+    version: Version,
+    mut request: ExecRequest,
+    env: &ExecEnv,
+) {
+    request.stderr &= !request.tty;
     let Streams {
         error,
         stdin,
@@ -196,7 +245,8 @@ pub async fn serve_exec(
                 inputs.push(tokio::spawn(pump_stdin_to_pty(reader, pty.clone())));
             }
             if let Some(reader) = resize {
-                inputs.push(tokio::spawn(apply_resizes(reader, pty.clone())));
+                let terminal = Terminal::Pty(pty.clone());
+                inputs.push(tokio::spawn(apply_resizes(reader, terminal)));
             }
             outputs.push(tokio::spawn(pump_pty(pty, stdout, progress.clone())));
         }
@@ -250,36 +300,36 @@ async fn drain(outputs: Vec<JoinHandle<()>>, progress: &AtomicU64) {
 }
 
 /// Reports the outcome, half-closes what is left and ends the session.
-async fn finish(
-    session: Session,
+pub(super) async fn finish(
+    session: Connection,
     version: Version,
-    error: Option<StreamWriter>,
+    error: Option<Output>,
     outcome: Outcome,
-    open: Vec<StreamWriter>,
+    open: Vec<Output>,
 ) {
     if let Some(mut error) = error {
         if let Some(message) = status_message(version, &outcome) {
             let _ = error.write(&message).await;
         }
-        let _ = error.finish().await;
+        error.finish().await;
     }
     for mut writer in open {
-        let _ = writer.finish().await;
+        writer.finish().await;
     }
     session.finish().await;
 }
 
-/// Accepts the client's streams until every expected one is there.
-async fn wait_for_streams(
+/// Accepts the client's SPDY streams until every expected one is there.
+pub(super) async fn wait_for_streams(
     incoming: &mut Incoming,
     version: Version,
-    request: &ExecRequest,
+    wanted: Wanted,
 ) -> Result<Streams, &'static str> {
     let expected = 1
-        + usize::from(request.stdin)
-        + usize::from(request.stdout)
-        + usize::from(request.stderr)
-        + usize::from(request.tty && version.resizes());
+        + usize::from(wanted.stdin)
+        + usize::from(wanted.stdout)
+        + usize::from(wanted.stderr)
+        + usize::from(wanted.tty && version.resizes());
     let deadline = tokio::time::Instant::now() + STREAM_CREATION_TIMEOUT;
     let mut streams = Streams::default();
     let mut received = 0;
@@ -296,6 +346,7 @@ async fn wait_for_streams(
             .to_string();
         // Like kubelets, an unknown type is accepted and ignored.
         let (reader, writer) = stream.accept();
+        let (reader, writer) = (Input::Spdy(reader), Output::Spdy(writer));
         match kind.as_str() {
             "error" => streams.error = Some(writer),
             "stdin" => {
@@ -319,8 +370,8 @@ async fn wait_for_streams(
 }
 
 /// Client stdin into the process's stdin pipe; its end closes the pipe (EOF for the process).
-async fn pump_stdin_to_pipe(mut reader: StreamReader, mut pipe: tokio::process::ChildStdin) {
-    while let Ok(Some(data)) = reader.read().await {
+async fn pump_stdin_to_pipe(mut reader: Input, mut pipe: tokio::process::ChildStdin) {
+    while let Some(data) = reader.read().await {
         if pipe.write_all(&data).await.is_err() {
             break;
         }
@@ -328,8 +379,8 @@ async fn pump_stdin_to_pipe(mut reader: StreamReader, mut pipe: tokio::process::
 }
 
 /// Client stdin into the terminal. A terminal cannot be half-closed, so its end changes nothing.
-async fn pump_stdin_to_pty(mut reader: StreamReader, pty: Arc<Pty>) {
-    while let Ok(Some(data)) = reader.read().await {
+async fn pump_stdin_to_pty(mut reader: Input, pty: Arc<Pty>) {
+    while let Some(data) = reader.read().await {
         if pty.write_all(&data).await.is_err() {
             break;
         }
@@ -339,7 +390,7 @@ async fn pump_stdin_to_pty(mut reader: StreamReader, pty: Arc<Pty>) {
 /// A process pipe to a client stream, then FIN.
 async fn pump_output(
     mut pipe: impl AsyncRead + Unpin,
-    mut writer: StreamWriter,
+    mut writer: Output,
     progress: Arc<AtomicU64>,
 ) {
     let mut buf = vec![0u8; CHUNK];
@@ -354,12 +405,12 @@ async fn pump_output(
             }
         }
     }
-    let _ = writer.finish().await;
+    writer.finish().await;
 }
 
 /// The terminal to the client's stdout stream, then FIN. Without a stdout stream the output is
 /// still read, so the process never blocks on a full terminal.
-async fn pump_pty(pty: Arc<Pty>, mut writer: Option<StreamWriter>, progress: Arc<AtomicU64>) {
+async fn pump_pty(pty: Arc<Pty>, mut writer: Option<Output>, progress: Arc<AtomicU64>) {
     let mut buf = vec![0u8; CHUNK];
     loop {
         match pty.read(&mut buf).await {
@@ -375,7 +426,7 @@ async fn pump_pty(pty: Arc<Pty>, mut writer: Option<StreamWriter>, progress: Arc
         }
     }
     if let Some(mut w) = writer {
-        let _ = w.finish().await;
+        w.finish().await;
     }
 }
 
@@ -388,16 +439,41 @@ struct TerminalSize {
     height: u16,
 }
 
+/// A terminal the client can resize.
+pub(super) enum Terminal {
+    /// An exec's pty, held here.
+    Pty(Arc<Pty>),
+    /// A TTY container's, through its monitor (the monitor's socket directory).
+    Monitor(std::path::PathBuf),
+}
+
+impl Terminal {
+    async fn resize(&self, width: u16, height: u16) -> std::io::Result<()> {
+        match self {
+            Terminal::Pty(pty) => pty.resize(width, height),
+            Terminal::Monitor(socket_dir) => {
+                let socket_dir = socket_dir.clone();
+                tokio::task::spawn_blocking(move || {
+                    skiff_monitor::resize(&socket_dir, width, height)
+                })
+                .await
+                .map_err(std::io::Error::other)?
+                .map_err(std::io::Error::other)
+            }
+        }
+    }
+}
+
 /// Applies the JSON sizes the client sends back to back on the resize stream.
-async fn apply_resizes(mut reader: StreamReader, pty: Arc<Pty>) {
+pub(super) async fn apply_resizes(mut reader: Input, terminal: Terminal) {
     let mut pending = Vec::new();
-    while let Ok(Some(data)) = reader.read().await {
+    while let Some(data) = reader.read().await {
         pending.extend_from_slice(&data);
         let (sizes, used) = parse_sizes(&pending);
         pending.drain(..used);
         for size in sizes {
-            if let Err(e) = pty.resize(size.width, size.height) {
-                tracing::debug!(error = %e, "resizing the exec terminal");
+            if let Err(e) = terminal.resize(size.width, size.height).await {
+                tracing::debug!(error = %e, "resizing the terminal");
             }
         }
         // Garbage that never becomes a size must not grow without bound.

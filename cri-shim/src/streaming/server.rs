@@ -1,9 +1,15 @@
-//! The HTTP side: `/exec/<token>` and `/portforward/<token>` take their pending request out
-//! of the token cache (unknown, used or expired tokens get 404), negotiate the sub-protocol
-//! from `X-Stream-Protocol-Version`, answer 101 and hand the upgraded connection to SPDY.
+//! The HTTP side: `/exec/<token>`, `/attach/<token>` and `/portforward/<token>` take their
+//! pending request out of the token cache (unknown, used or expired tokens get 404),
+//! negotiate the sub-protocol from `X-Stream-Protocol-Version`, answer 101 and hand the
+//! upgraded connection to SPDY. They also take a WebSocket upgrade (`Sec-WebSocket-Protocol`
+//! negotiation: channels for exec and attach, tunnelled SPDY for port-forward); a WebSocket
+//! request with no subprotocol we speak gets 400 so that the client falls back to SPDY.
 
+use super::remotecommand::{Version, Wanted};
 use super::spdy::Session;
-use super::{portforward, remotecommand, Inner, Pending};
+use super::transport::Connection;
+use super::websocket::{self, WsSession};
+use super::{attach, portforward, remotecommand, Inner, Pending};
 use bytes::Bytes;
 use http_body_util::Full;
 use hyper::body::Incoming;
@@ -82,10 +88,16 @@ fn route(mut request: Request<Incoming>, inner: Arc<Inner>) -> Response<Full<Byt
         parts.next().unwrap_or_default(),
     );
     let offered: &[&str] = match kind {
-        "exec" => remotecommand::PROTOCOLS,
+        "exec" | "attach" => remotecommand::PROTOCOLS,
         "portforward" => &[portforward::PROTOCOL],
         _ => return plain(StatusCode::NOT_FOUND, "unknown streaming URL"),
     };
+    let headers = request.headers();
+    if websocket::is_upgrade(headers) {
+        if let Some(response) = route_websocket(&mut request, kind, token, &inner) {
+            return response;
+        }
+    }
     let headers = request.headers();
     if !is_spdy_upgrade(headers) {
         return plain(
@@ -116,10 +128,8 @@ fn route(mut request: Request<Incoming>, inner: Arc<Inner>) -> Response<Full<Byt
             }
         }
     };
-    let pending = match (kind, inner.tokens.take(token)) {
-        ("exec", Some(Pending::Exec(exec))) => Pending::Exec(exec),
-        ("portforward", Some(Pending::PortForward(pf))) => Pending::PortForward(pf),
-        _ => return plain(StatusCode::NOT_FOUND, "unknown or expired streaming URL"),
+    let Some(pending) = take(&inner, kind, token) else {
+        return plain(StatusCode::NOT_FOUND, "unknown or expired streaming URL");
     };
 
     let upgrade = hyper::upgrade::on(&mut request);
@@ -132,12 +142,26 @@ fn route(mut request: Request<Incoming>, inner: Arc<Inner>) -> Response<Full<Byt
                 return;
             }
         };
-        let (session, incoming) = Session::start(TokioIo::new(upgraded));
+        let (session, mut incoming) = Session::start(TokioIo::new(upgraded));
+        let version = Version::from_protocol(&chosen).unwrap_or(Version::V1);
         match pending {
             Pending::Exec(exec) => {
-                let version = remotecommand::Version::from_protocol(&chosen)
-                    .unwrap_or(remotecommand::Version::V1);
+                let session = Connection::Spdy(session);
                 remotecommand::serve_exec(session, incoming, version, exec, &inner.exec).await;
+            }
+            Pending::Attach(request) => {
+                let wanted = Wanted::from(&request);
+                let streams = match remotecommand::wait_for_streams(&mut incoming, version, wanted)
+                    .await
+                {
+                    Ok(streams) => streams,
+                    Err(e) => {
+                        tracing::warn!(container = %request.container_id, error = e, "attach streams");
+                        return;
+                    }
+                };
+                drop(incoming);
+                attach::serve_attach(Connection::Spdy(session), streams, version, request).await;
             }
             Pending::PortForward(pf) => portforward::serve(session, incoming, pf).await,
         }
@@ -154,6 +178,88 @@ fn route(mut request: Request<Incoming>, inner: Arc<Inner>) -> Response<Full<Byt
         }
     }
     response
+}
+
+/// Takes the pending request of `token` if it is of `kind`.
+fn take(inner: &Inner, kind: &str, token: &str) -> Option<Pending> {
+    match (kind, inner.tokens.take(token)?) {
+        ("exec", p @ Pending::Exec(_))
+        | ("attach", p @ Pending::Attach(_))
+        | ("portforward", p @ Pending::PortForward(_)) => Some(p),
+        _ => None,
+    }
+}
+
+/// Answers a WebSocket upgrade; `None` when no subprotocol we speak is offered, so the caller
+/// refuses it as a non-SPDY request and the client falls back.
+fn route_websocket(
+    request: &mut Request<Incoming>,
+    kind: &str,
+    token: &str,
+    inner: &Arc<Inner>,
+) -> Option<Response<Full<Bytes>>> {
+    let headers = request.headers();
+    let requested = websocket::requested_protocols(headers);
+    let offered: &[&'static str] = match kind {
+        "portforward" => &[websocket::PORT_FORWARD_TUNNEL],
+        _ => websocket::PROTOCOLS,
+    };
+    let chosen: &'static str = requested
+        .iter()
+        .find_map(|p| offered.iter().find(|&&o| o == p))?;
+    // Only meaningful for exec and attach.
+    let version = Version::from_protocol(chosen).unwrap_or(Version::V5);
+    let Some(accept) = websocket::accept_key(headers) else {
+        return Some(plain(StatusCode::BAD_REQUEST, "missing Sec-WebSocket-Key"));
+    };
+    let Some(pending) = take(inner, kind, token) else {
+        return Some(plain(
+            StatusCode::NOT_FOUND,
+            "unknown or expired streaming URL",
+        ));
+    };
+    let upgrade = hyper::upgrade::on(request);
+    let inner = inner.clone();
+    tokio::spawn(async move {
+        let upgraded = match upgrade.await {
+            Ok(upgraded) => upgraded,
+            Err(e) => {
+                tracing::warn!(error = %e, "websocket upgrade failed");
+                return;
+            }
+        };
+        tracing::debug!(protocol = chosen, "websocket session");
+        let io = TokioIo::new(upgraded);
+        match pending {
+            Pending::Exec(exec) => {
+                let (session, streams) = WsSession::start(io, version, Wanted::from(&exec)).await;
+                let session = Connection::Ws(session);
+                remotecommand::run_exec(session, streams, version, exec, &inner.exec).await;
+            }
+            Pending::Attach(request) => {
+                let (session, streams) =
+                    WsSession::start(io, version, Wanted::from(&request)).await;
+                attach::serve_attach(Connection::Ws(session), streams, version, request).await;
+            }
+            Pending::PortForward(pf) => {
+                let (session, incoming) = Session::start(websocket::tunnel(io).await);
+                portforward::serve(session, incoming, pf).await;
+            }
+        }
+    });
+    let mut response = Response::new(Full::new(Bytes::new()));
+    *response.status_mut() = StatusCode::SWITCHING_PROTOCOLS;
+    let headers = response.headers_mut();
+    headers.insert(CONNECTION, HeaderValue::from_static("Upgrade"));
+    headers.insert(UPGRADE, HeaderValue::from_static("websocket"));
+    if let Ok(accept) = HeaderValue::from_str(&accept) {
+        headers.insert(hyper::header::SEC_WEBSOCKET_ACCEPT, accept);
+    }
+    headers.insert(
+        hyper::header::SEC_WEBSOCKET_PROTOCOL,
+        HeaderValue::from_static(chosen),
+    );
+    Some(response)
 }
 
 /// `Connection` has the `upgrade` token and `Upgrade` is SPDY/3.1.

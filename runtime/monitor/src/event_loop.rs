@@ -1,7 +1,8 @@
-//! The monitor's steady state: copy the container's output into the log, answer the control
-//! socket, reap children, and record the init's exit.
+//! The monitor's steady state: copy the container's output into the log and to attached
+//! clients, answer the control socket, reap children, and record the init's exit.
 
 use std::fs::File;
+use std::io;
 use std::io::{ErrorKind, Read};
 use std::os::fd::{AsFd, OwnedFd};
 use std::path::PathBuf;
@@ -11,7 +12,8 @@ use nix::sys::signalfd::SignalFd;
 use nix::sys::wait::{waitpid, WaitPidFlag, WaitStatus};
 use nix::unistd::Pid;
 
-use super::control;
+use super::attach::Attach;
+use super::control::{self, Served};
 use super::cri_log::{now_unix_nanos, LineSplitter, LogFile, LogStream};
 use super::exit_file::{write_exit_file, ExitStatus};
 use super::oom::OomCounter;
@@ -43,12 +45,13 @@ impl Output {
 
     /// Reads once and logs the finished lines. A pty master reports the end with EIO once the
     /// last slave fd closes, so every error but EAGAIN ends the stream.
-    fn read_some(&mut self, log: &mut LogFile) -> ReadState {
+    fn read_some(&mut self, log: &mut LogFile, attach: &mut Attach) -> ReadState {
         loop {
             match self.file.read(self.lines.spare()) {
                 Ok(0) => return ReadState::Ended,
                 Ok(n) => {
                     let stream = self.stream;
+                    attach.output(stream, &self.lines.spare()[..n]);
                     // A failed log write is dropped: the container must keep running and its
                     // output keep draining, as containerd does.
                     self.lines.commit(n, |content, partial| {
@@ -65,8 +68,8 @@ impl Output {
 
     /// Reads everything already written and writes out the unfinished line (as partial).
     /// A stream still held open by another process stops at EAGAIN instead of its end.
-    fn drain(mut self, log: &mut LogFile) {
-        while self.read_some(log) == ReadState::Read {}
+    fn drain(mut self, log: &mut LogFile, attach: &mut Attach) {
+        while self.read_some(log, attach) == ReadState::Read {}
         self.end(log);
     }
 
@@ -87,9 +90,11 @@ pub(crate) struct Monitor {
     /// SIGCHLD, blocked and read through a signalfd.
     pub(crate) signals: SignalFd,
     pub(crate) outputs: Vec<Output>,
-    /// The write end of the container's stdin pipe, held so the container never sees EOF
-    /// while it runs (attach will write to it).
-    pub(crate) stdin: Option<OwnedFd>,
+    /// Attach sessions; they own the container's stdin (the pipe's write end is held so the
+    /// container never sees EOF while it runs, unless `--stdin-once` says so).
+    pub(crate) attach: Attach,
+    /// A TTY container's pty master, for resizing.
+    pub(crate) console: Option<File>,
     pub(crate) log: LogFile,
     pub(crate) control: control::Server,
     pub(crate) oom: Option<OomCounter>,
@@ -110,6 +115,8 @@ impl Monitor {
             fds.extend(self.outputs.iter().map(|o| poll_entry(o.file.as_fd())));
             let conns = &self.control.connections;
             fds.extend(conns.iter().map(|c| poll_entry(c.stream.as_fd())));
+            let attach_at = fds.len();
+            self.attach.poll_entries(&mut fds);
             match sys::poll(&mut fds, -1) {
                 Ok(_) => {}
                 Err(e) if e.kind() == ErrorKind::Interrupted => continue,
@@ -117,25 +124,41 @@ impl Monitor {
                 Err(_) => return 1,
             }
             let n_out = self.outputs.len();
-            // Outputs first: whatever the init wrote before exiting is logged before its exit.
+            // Before anything changes the list of clients the entries were made for.
+            self.attach.handle(&fds[attach_at..]);
+            // Outputs before signals: whatever the init wrote before exiting is logged before
+            // its exit.
             let mut ended = Vec::new();
             for (i, out) in self.outputs.iter_mut().enumerate() {
-                if readable(&fds[2 + i]) && out.read_some(&mut self.log) == ReadState::Ended {
+                if readable(&fds[2 + i])
+                    && out.read_some(&mut self.log, &mut self.attach) == ReadState::Ended
+                {
                     ended.push(i);
                 }
             }
             for i in ended.into_iter().rev() {
                 self.outputs.remove(i).end(&mut self.log);
             }
+            self.attach.flush();
             for j in (0..self.control.connections.len()).rev() {
                 if !readable(&fds[2 + n_out + j]) {
                     continue;
                 }
-                let log = &mut self.log;
-                let keep = self.control.connections[j]
-                    .serve(|line| control::answer(line, || log.reopen()));
-                if !keep {
-                    self.control.connections.remove(j);
+                let mut handler = Handler {
+                    log: &mut self.log,
+                    console: self.console.as_ref(),
+                };
+                let served = self.control.connections[j]
+                    .serve(|request| control::answer(request, &mut handler));
+                match served {
+                    Served::Open => {}
+                    Served::Closed => {
+                        self.control.connections.remove(j);
+                    }
+                    Served::Attach { stdin, leftover } => {
+                        let conn = self.control.connections.remove(j);
+                        self.attach.add(conn.stream, stdin, &leftover);
+                    }
                 }
             }
             if readable(&fds[1]) {
@@ -153,7 +176,8 @@ impl Monitor {
         }
     }
 
-    /// Logs the last output, writes the exit file and removes the control socket.
+    /// Logs the last output, writes the exit file, hands attached clients the rest of the
+    /// output and removes the control socket.
     fn finish(self, status: WaitStatus, at: i64) -> i32 {
         let Monitor {
             outputs,
@@ -161,20 +185,40 @@ impl Monitor {
             control,
             oom,
             exit_file,
-            stdin,
+            mut attach,
             ..
         } = self;
         for out in outputs {
-            out.drain(&mut log);
+            out.drain(&mut log, &mut attach);
         }
-        drop(stdin);
         let oom_killed = oom.as_ref().is_some_and(OomCounter::oom_killed);
         let code = match ExitStatus::from_wait(status, at, oom_killed) {
             Some(exit) if write_exit_file(&exit_file, &exit).is_ok() => 0,
             _ => 1,
         };
+        // After the exit file: a slow client must not delay the exit being seen.
+        attach.finish();
         drop(control);
         code
+    }
+}
+
+/// What control requests act on in a running monitor.
+struct Handler<'a> {
+    log: &'a mut LogFile,
+    console: Option<&'a File>,
+}
+
+impl control::Handler for Handler<'_> {
+    fn reopen_log(&mut self) -> io::Result<()> {
+        self.log.reopen()
+    }
+
+    fn resize(&mut self, width: u16, height: u16) -> io::Result<()> {
+        match self.console {
+            Some(console) => sys::set_window_size(console.as_fd(), width, height),
+            None => Err(io::Error::other("the container has no terminal")),
+        }
     }
 }
 

@@ -7,13 +7,15 @@
 //!    container is created, or 1 with the OCI runtime's error message;
 //! 2. is a child subreaper, owns the container's stdio pipes (or its pty master) and runs
 //!    `RUNTIME create`, so the container init becomes its child when `create` exits;
-//! 3. writes the container output to the log file in the CRI format ([`cri_log`]), answers
-//!    commands on a control socket ([`control`]), and records the exit status atomically on disk
+//! 3. writes the container output to the log file in the CRI format ([`cri_log`]) and to
+//!    attached clients ([`attach`]), answers commands on a control socket ([`control`]), and
+//!    records the exit status atomically on disk
 //!    ([`exit_file`]) when the init exits.
 //!
 //! Because the monitor is not skiffd's child, it survives a skiffd restart; skiffd finds the
 //! container's fate again through the exit file and the control socket.
 
+pub mod attach;
 mod client;
 mod console;
 pub mod control;
@@ -25,7 +27,7 @@ pub mod process;
 mod spec;
 mod sys;
 
-pub use client::{ping, reopen_log, spawn_monitor};
+pub use client::{attach, ping, reopen_log, resize, spawn_monitor};
 pub use cri_log::{
     format_rfc3339_nano, parse_cri_log_line, parse_rfc3339_nano, LogRecord, LogStream, MAX_LOG_LINE,
 };

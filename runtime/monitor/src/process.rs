@@ -22,6 +22,7 @@ use nix::sys::signalfd::{SfdFlags, SignalFd};
 use nix::sys::wait::{waitpid, WaitPidFlag, WaitStatus};
 use nix::unistd::{chdir, dup2, fork, pipe2, setsid, ForkResult, Pid};
 
+use super::attach::Attach;
 use super::console::ConsoleSocket;
 use super::control;
 use super::cri_log::{LogFile, LogStream};
@@ -306,11 +307,31 @@ fn start(spec: &MonitorSpec) -> Result<(Monitor, i32), MonitorError> {
         stdout,
         stderr,
     } = ends;
+    let mut console = None;
+    let mut stdin = match stdin_writer {
+        Some(w) => {
+            // Attach writes to it from the event loop, which must never block on a container
+            // that does not read its stdin. The container's end stays blocking.
+            sys::set_nonblocking(w.as_raw_fd()).map_err(|e| MonitorError::io("stdin pipe", e))?;
+            Some(File::from(w))
+        }
+        None => None,
+    };
     let outputs = match master {
         Some(master) => {
             // The runtime's own output pipe is not the container's: drop it.
             sys::set_nonblocking(master.as_raw_fd())
                 .map_err(|e| MonitorError::io("console fd", e))?;
+            let dup = |fd: &OwnedFd| {
+                fd.try_clone()
+                    .map(File::from)
+                    .map_err(|e| MonitorError::io("dup of the console fd", e))
+            };
+            // A TTY container reads its input from the terminal.
+            if spec.stdin {
+                stdin = Some(dup(&master)?);
+            }
+            console = Some(dup(&master)?);
             vec![Output::new(master, LogStream::Stdout)]
         }
         None if spec.tty => {
@@ -329,7 +350,8 @@ fn start(spec: &MonitorSpec) -> Result<(Monitor, i32), MonitorError> {
         init_exit,
         signals,
         outputs,
-        stdin: stdin_writer,
+        attach: Attach::new(stdin, spec.stdin_once),
+        console,
         log,
         control,
         oom: OomCounter::for_pid(pid),

@@ -3,7 +3,7 @@
 use std::io;
 use std::os::fd::{AsRawFd, BorrowedFd, RawFd};
 
-pub(crate) use libc::{POLLERR, POLLHUP, POLLIN};
+pub(crate) use libc::{POLLERR, POLLHUP, POLLIN, POLLOUT};
 
 /// An entry for [`poll`].
 pub(crate) fn poll_entry(fd: BorrowedFd<'_>) -> libc::pollfd {
@@ -36,6 +36,22 @@ pub(crate) fn set_nonblocking(fd: RawFd) -> io::Result<()> {
     use nix::fcntl::{fcntl, FcntlArg, OFlag};
     let flags = OFlag::from_bits_retain(fcntl(fd, FcntlArg::F_GETFL)?);
     fcntl(fd, FcntlArg::F_SETFL(flags | OFlag::O_NONBLOCK))?;
+    Ok(())
+}
+
+/// Sets the window size of the terminal whose master is `fd`; its foreground process group
+/// gets SIGWINCH.
+pub(crate) fn set_window_size(fd: BorrowedFd<'_>, width: u16, height: u16) -> io::Result<()> {
+    let size = libc::winsize {
+        ws_row: height,
+        ws_col: width,
+        ws_xpixel: 0,
+        ws_ypixel: 0,
+    };
+    // SAFETY: TIOCSWINSZ reads one winsize through the pointer, which outlives the call.
+    if unsafe { libc::ioctl(fd.as_raw_fd(), libc::TIOCSWINSZ, &size) } < 0 {
+        return Err(io::Error::last_os_error());
+    }
     Ok(())
 }
 

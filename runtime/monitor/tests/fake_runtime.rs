@@ -351,3 +351,136 @@ fn tty_output_comes_from_the_console_socket() {
         .all(|r| r.stream == LogStream::Stdout && !r.partial));
     assert!(!f.spec.socket_dir.join("console.sock").exists());
 }
+
+#[test]
+fn attach_carries_output_and_stdin_and_stdin_once_closes_it() {
+    use monitor_support::{contains, read_attach};
+    use std::io::Write;
+    let mut f = Fixture::new(
+        "while read l; do echo \"out $l\"; echo \"err $l\" >&2; done; echo eof; exit 4",
+    );
+    f.spec.stdin = true;
+    f.spec.stdin_once = true;
+    f.spawn().unwrap();
+    // An output-only client next to the one that types.
+    let mut watcher = skiff_monitor::attach(&f.spec.socket_dir, false).unwrap();
+    let mut typist = skiff_monitor::attach(&f.spec.socket_dir, true).unwrap();
+    typist.write_all(b"one\n").unwrap();
+    let got = read_attach(&mut typist, |a| {
+        contains(&a.stdout, "out one\n") && contains(&a.stderr, "err one\n")
+    });
+    assert_eq!(
+        (got.stdout.as_slice(), got.stderr.as_slice()),
+        (&b"out one\n"[..], &b"err one\n"[..])
+    );
+    // Bytes from an output-only client are not stdin.
+    watcher.write_all(b"ignored\n").unwrap();
+    typist.write_all(b"two\n").unwrap();
+    // stdin_once: ending the session's input is the container's EOF.
+    typist.shutdown(std::net::Shutdown::Write).unwrap();
+    let rest = read_attach(&mut typist, |_| false);
+    assert!(rest.closed);
+    assert_eq!(rest.stdout, b"out two\neof\n");
+    let seen = read_attach(&mut watcher, |_| false);
+    assert!(seen.closed);
+    assert!(
+        contains(&seen.stdout, "out one\nout two\neof\n"),
+        "{seen:?}"
+    );
+    assert!(!contains(&seen.stdout, "ignored"), "{seen:?}");
+    assert_eq!(f.wait_exit().exit_code, 4);
+    // The log has everything too.
+    let texts: Vec<_> = f.records().iter().map(|r| r.text().into_owned()).collect();
+    assert!(texts.contains(&"out two".to_string()), "{texts:?}");
+}
+
+#[test]
+fn stdin_stays_open_between_sessions_without_stdin_once() {
+    use monitor_support::{contains, read_attach};
+    use std::io::Write;
+    let mut f = Fixture::new("exec cat");
+    f.spec.stdin = true;
+    f.spawn().unwrap();
+    let monitor = f.monitor_pid().unwrap();
+    let fds = || {
+        std::fs::read_dir(format!("/proc/{monitor}/fd"))
+            .unwrap()
+            .count()
+    };
+    let idle_fds = fds();
+    for word in ["first", "second"] {
+        let mut conn = skiff_monitor::attach(&f.spec.socket_dir, true).unwrap();
+        conn.write_all(format!("{word}\n").as_bytes()).unwrap();
+        conn.shutdown(std::net::Shutdown::Write).unwrap();
+        let got = read_attach(&mut conn, |a| contains(&a.stdout, word));
+        assert!(!got.closed, "{got:?}");
+    }
+    // Sessions are bounded, and clients that went away leave nothing behind.
+    let sessions: Vec<_> = (0..16)
+        .map(|_| skiff_monitor::attach(&f.spec.socket_dir, false).unwrap())
+        .collect();
+    let err = skiff_monitor::attach(&f.spec.socket_dir, false).unwrap_err();
+    assert!(err.to_string().contains("too many"), "{err}");
+    drop(sessions);
+    wait_until("attach sessions closed", || fds() == idle_fds);
+    ping(&f.spec.socket_dir).unwrap();
+    // No terminal: resize is refused.
+    let err = skiff_monitor::resize(&f.spec.socket_dir, 80, 24).unwrap_err();
+    assert!(err.to_string().contains("no terminal"), "{err}");
+}
+
+#[test]
+fn a_client_that_does_not_read_never_blocks_the_container() {
+    use monitor_support::read_attach;
+    let mut f = Fixture::new("");
+    let go = f.path("go");
+    std::fs::write(
+        f.spec.bundle.join("script"),
+        format!(
+            "while [ ! -e {go} ]; do sleep 0.01; done; \
+             head -c 4000000 /dev/zero | tr '\\000' z | fold -w 1000; echo; echo done",
+            go = go.display()
+        ),
+    )
+    .unwrap();
+    f.spawn().unwrap();
+    // Attached, but never reading.
+    let mut stuck = skiff_monitor::attach(&f.spec.socket_dir, false).unwrap();
+    std::fs::write(&go, "").unwrap();
+    let exit = f.wait_exit();
+    assert_eq!(exit.exit_code, 0);
+    let records = f.records();
+    assert_eq!(records.len(), 4001, "every line logged");
+    assert_eq!(records.last().unwrap().text(), "done");
+    // The monitor gave up on the client: what it got ends well before the output did.
+    let got = read_attach(&mut stuck, |_| false);
+    assert!(got.closed);
+    assert!(got.stdout.len() < 2_000_000, "{}", got.stdout.len());
+    // Many attach clients are fine; the monitor is gone now, so none can connect.
+    assert!(skiff_monitor::attach(&f.spec.socket_dir, false).is_err());
+}
+
+#[test]
+fn tty_attach_takes_input_and_resizes() {
+    use monitor_support::{contains, read_attach};
+    use std::io::Write;
+    if !std::path::Path::new("/usr/bin/python3").exists() {
+        eprintln!("skipping: no python3 for the fake tty runtime");
+        return;
+    }
+    let mut f = Fixture::with_runtime(
+        "while read l; do echo \"size $(stty size) $l\"; done",
+        FAKE_TTY_RUNTIME,
+    );
+    f.spec.tty = true;
+    f.spec.stdin = true;
+    f.spawn().unwrap();
+    let mut conn = skiff_monitor::attach(&f.spec.socket_dir, true).unwrap();
+    skiff_monitor::resize(&f.spec.socket_dir, 123, 45).unwrap();
+    conn.write_all(b"a\n").unwrap();
+    let got = read_attach(&mut conn, |a| contains(&a.stdout, "size 45 123 a"));
+    assert!(got.stderr.is_empty());
+    skiff_monitor::resize(&f.spec.socket_dir, 90, 30).unwrap();
+    conn.write_all(b"b\n").unwrap();
+    read_attach(&mut conn, |a| contains(&a.stdout, "size 30 90 b"));
+}

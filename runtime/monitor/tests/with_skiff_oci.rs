@@ -226,3 +226,35 @@ fn real_container_oom_kill_is_reported() {
     assert!(exit.oom_killed, "{exit:?}");
     assert_eq!((exit.exit_code, exit.signal), (137, Some(9)));
 }
+
+#[test]
+fn real_container_attach_with_stdin_once() {
+    use monitor_support::{contains, read_attach};
+    use std::io::Write;
+    if !can_run() {
+        return;
+    }
+    let mut c = RealContainer::new(&[
+        "sh",
+        "-c",
+        "while read l; do echo \"got $l\"; done; echo bye >&2",
+    ]);
+    c.f.spec.stdin = true;
+    c.f.spec.stdin_once = true;
+    c.f.spawn().expect("monitor with skiff-oci");
+    // Attached before start: nothing the container writes is missed.
+    let mut conn = skiff_monitor::attach(&c.f.spec.socket_dir, true).unwrap();
+    let out = c.oci("start", &[]);
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    conn.write_all(b"hello\n").unwrap();
+    read_attach(&mut conn, |a| contains(&a.stdout, "got hello\n"));
+    conn.shutdown(std::net::Shutdown::Write).unwrap();
+    let rest = read_attach(&mut conn, |_| false);
+    assert!(rest.closed);
+    assert_eq!(rest.stderr, b"bye\n");
+    assert_eq!(c.f.wait_exit().exit_code, 0);
+}

@@ -219,3 +219,50 @@ pub fn kb(pid: i32, file: &str, key: &str) -> u64 {
         .and_then(|v| v.trim().trim_end_matches("kB").trim().parse().ok())
         .unwrap_or_else(|| panic!("no {key} in /proc/{pid}/{file}"))
 }
+
+/// What an attach connection delivered: output by stream, and whether the monitor closed it.
+#[derive(Debug, Default)]
+pub struct Attached {
+    pub stdout: Vec<u8>,
+    pub stderr: Vec<u8>,
+    pub closed: bool,
+}
+
+/// Reads attach frames from `conn` (written from the documented wire format, not the monitor's
+/// code) until `done` holds for what arrived or the monitor closes the connection; 10 s at most.
+pub fn read_attach(
+    conn: &mut std::os::unix::net::UnixStream,
+    mut done: impl FnMut(&Attached) -> bool,
+) -> Attached {
+    use std::io::Read;
+    conn.set_read_timeout(Some(Duration::from_secs(10)))
+        .unwrap();
+    let mut got = Attached::default();
+    while !done(&got) {
+        let mut header = [0u8; 5];
+        match conn.read_exact(&mut header) {
+            Ok(()) => {}
+            Err(e) if e.kind() == std::io::ErrorKind::UnexpectedEof => {
+                got.closed = true;
+                return got;
+            }
+            Err(e) => panic!("reading an attach frame after {got:?}: {e}"),
+        }
+        let len = u32::from_be_bytes(header[1..].try_into().unwrap()) as usize;
+        let mut payload = vec![0u8; len];
+        conn.read_exact(&mut payload).unwrap();
+        match header[0] {
+            1 => got.stdout.extend(payload),
+            2 => got.stderr.extend(payload),
+            tag => panic!("unknown attach frame tag {tag}"),
+        }
+    }
+    got
+}
+
+/// Whether `haystack` contains `needle`.
+pub fn contains(haystack: &[u8], needle: &str) -> bool {
+    haystack
+        .windows(needle.len())
+        .any(|w| w == needle.as_bytes())
+}
