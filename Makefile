@@ -4,7 +4,7 @@
 SHELL := /bin/bash
 export PATH := $(HOME)/.cargo/bin:$(PATH)
 
-.PHONY: all deps build release lint test demo clean-test-state
+.PHONY: all deps build release install lint test demo
 
 all: build
 
@@ -30,5 +30,13 @@ test: deps lint
 	cargo build --workspace --bins
 	cargo nextest run --workspace --no-fail-fast
 
-demo: deps release
+# Installs skiffd and its helpers (they must sit side by side) into /usr/local/bin, and the CNI
+# plugins plus the default network (bridge skiff0, 10.77.0.0/16) unless a network config exists.
+install: release
+	install -m 0755 target/release/skiffd target/release/skiff-oci target/release/skiff-monitor /usr/local/bin/
+	scripts/install-cni.sh target/release
+
+# The walkthrough runs its own skiffd, registry and test network, so it works with or without
+# the installed default network, and removes everything it made.
+demo: deps install
 	scripts/demo.sh
