@@ -215,6 +215,22 @@ impl Runtime {
     }
 }
 
+/// The stream choice of an Exec or Attach request: at least one stream, and no separate
+/// stderr with a TTY (a terminal has one output).
+fn check_streams(stdin: bool, stdout: bool, stderr: bool, tty: bool) -> Result<(), CriError> {
+    if !(stdin || stdout || stderr) {
+        return Err(CriError::InvalidArgument(
+            "one of stdin, stdout, or stderr must be set".into(),
+        ));
+    }
+    if tty && stderr {
+        return Err(CriError::InvalidArgument(
+            "tty and stderr cannot both be true".into(),
+        ));
+    }
+    Ok(())
+}
+
 /// A server-streaming reply.
 type Streamed<T> = Pin<Box<dyn futures::Stream<Item = Result<T, Status>> + Send>>;
 
