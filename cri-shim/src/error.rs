@@ -84,6 +84,38 @@ impl From<CriError> for Status {
             }
             source = cause.source();
         }
-        Status::new(e.code(), message)
+        Status::new(e.code(), cap_message(message))
+    }
+}
+
+/// gRPC carries the status message in an HTTP/2 header; one that echoes a huge request (a
+/// 200 KB image name) makes clients drop the whole connection. Keep messages header-sized.
+const MAX_MESSAGE: usize = 4096;
+
+fn cap_message(mut message: String) -> String {
+    if message.len() > MAX_MESSAGE {
+        let mut cut = MAX_MESSAGE;
+        while !message.is_char_boundary(cut) {
+            cut -= 1;
+        }
+        message.truncate(cut);
+        message.push_str("… (truncated)");
+    }
+    message
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn long_messages_are_cut_to_header_size() {
+        let status = Status::from(CriError::InvalidArgument("é".repeat(10_000)));
+        assert!(status.message().len() <= MAX_MESSAGE + 20);
+        assert!(status.message().ends_with("(truncated)"));
+        assert_eq!(
+            Status::from(CriError::NotFound("short".into())).message(),
+            "short"
+        );
     }
 }

@@ -182,3 +182,43 @@ fn config_default_prints_loadable_defaults_and_bad_config_fails_clearly() {
     let stderr = String::from_utf8_lossy(&bad.stderr);
     assert!(stderr.contains("no_such_key"), "{stderr}");
 }
+
+#[tokio::test]
+async fn an_oversized_request_is_refused_and_the_daemon_keeps_serving() {
+    let daemon = Skiffd::start_bare("").unwrap();
+    let mut images = daemon
+        .images()
+        .await
+        .unwrap()
+        .max_encoding_message_size(64 << 20);
+    let huge = "a".repeat(17 << 20); // over skiffd's 16 MiB limit
+    let err = images
+        .pull_image(cri::PullImageRequest {
+            image: Some(cri::ImageSpec {
+                image: huge,
+                ..Default::default()
+            }),
+            ..Default::default()
+        })
+        .await
+        .unwrap_err();
+    // tonic reports a message over the limit as OUT_OF_RANGE.
+    assert_eq!(err.code(), Code::OutOfRange, "{err}");
+    // A reference that is merely long and wrong is an argument error, not a crash.
+    let err = images
+        .image_status(cri::ImageStatusRequest {
+            image: Some(cri::ImageSpec {
+                image: format!("{}:tag", "x/".repeat(100_000)),
+                ..Default::default()
+            }),
+            verbose: false,
+        })
+        .await
+        .unwrap_err();
+    assert_eq!(err.code(), Code::InvalidArgument, "{err}");
+    let mut runtime = daemon.runtime().await.unwrap();
+    runtime
+        .version(cri::VersionRequest::default())
+        .await
+        .unwrap();
+}
