@@ -7,6 +7,7 @@ APT_PACKAGES=(
   build-essential pkg-config libseccomp-dev   # building (libcontainer needs libseccomp)
   docker-registry skopeo umoci busybox-static # test images and a real registry
   nftables iproute2 containernetworking-plugins socat jq # pod networking and interop
+  python3                                     # the monitor tests' fake TTY runtime
 )
 
 missing=()
