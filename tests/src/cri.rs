@@ -213,10 +213,12 @@ pub struct PodEnv {
 impl PodEnv {
     /// Starts a registry and a daemon, pulls busybox and runs the pod `name`.
     pub async fn new(name: &str) -> Result<PodEnv> {
-        let registry = Registry::start()?;
-        let daemon = Skiffd::start("")?;
-        let image = pull_busybox(&daemon, &registry, Variant::Plain).await?;
-        let logs = tempfile::tempdir()?;
+        let Node {
+            registry,
+            daemon,
+            image,
+            logs,
+        } = Node::new().await?;
         let pod = pod_config(name, name, logs.path());
         let pod_id = run_pod(&daemon, &pod).await?;
         Ok(PodEnv {
@@ -238,5 +240,34 @@ impl PodEnv {
     /// Creates and starts a container from a config of the caller's.
     pub async fn start_config(&self, config: cri::ContainerConfig) -> Result<String> {
         start_container(&self.daemon, &self.pod_id, &self.pod, config).await
+    }
+}
+
+/// A registry and a daemon with the busybox image pulled, plus a log directory: what most
+/// end-to-end tests start from before making their own pods.
+pub struct Node {
+    /// The registry the image came from (kept running for further pushes and pulls).
+    pub registry: Registry,
+    /// The daemon.
+    pub daemon: Skiffd,
+    /// The pulled busybox image's name.
+    pub image: String,
+    /// A log directory for pods.
+    pub logs: tempfile::TempDir,
+}
+
+impl Node {
+    /// Starts a registry and a daemon (with its own test network) and pulls busybox.
+    pub async fn new() -> Result<Node> {
+        let registry = Registry::start()?;
+        let daemon = Skiffd::start("")?;
+        let image = pull_busybox(&daemon, &registry, Variant::Plain).await?;
+        let logs = tempfile::tempdir()?;
+        Ok(Node {
+            registry,
+            daemon,
+            image,
+            logs,
+        })
     }
 }

@@ -2,10 +2,7 @@
 //! localhost), logs, exec, exit codes, stop/remove and a daemon crash with containers running.
 
 use skiff_proto::runtime::v1 as cri;
-use skiff_tests::busybox::Variant;
 use skiff_tests::cri::*;
-use skiff_tests::daemon::Skiffd;
-use skiff_tests::registry::Registry;
 use tonic::Code;
 
 #[tokio::test]
@@ -60,12 +57,12 @@ async fn two_containers_of_a_pod_talk_over_localhost() {
 
 #[tokio::test]
 async fn logs_exit_codes_and_exec_behave_like_containerd() {
-    let registry = Registry::start().unwrap();
-    let daemon = Skiffd::start("").unwrap();
-    let image = pull_busybox(&daemon, &registry, Variant::Plain)
-        .await
-        .unwrap();
-    let logs = tempfile::tempdir().unwrap();
+    let Node {
+        registry: _registry,
+        daemon,
+        image,
+        logs,
+    } = Node::new().await.unwrap();
     let pod = pod_config("exits", "exits", logs.path());
     let pod_id = run_pod(&daemon, &pod).await.unwrap();
 
@@ -198,12 +195,12 @@ async fn logs_exit_codes_and_exec_behave_like_containerd() {
 
 #[tokio::test]
 async fn containers_keep_running_across_a_daemon_crash() {
-    let registry = Registry::start().unwrap();
-    let mut daemon = Skiffd::start("").unwrap();
-    let image = pull_busybox(&daemon, &registry, Variant::Plain)
-        .await
-        .unwrap();
-    let logs = tempfile::tempdir().unwrap();
+    let Node {
+        registry: _registry,
+        mut daemon,
+        image,
+        logs,
+    } = Node::new().await.unwrap();
     let pod = pod_config("crash", "crash", logs.path());
     let pod_id = run_pod(&daemon, &pod).await.unwrap();
     let long = start_container(

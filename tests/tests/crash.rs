@@ -3,10 +3,8 @@
 //! process or runtime state left, and the daemon works normally.
 
 use skiff_proto::runtime::v1 as cri;
-use skiff_tests::busybox::Variant;
 use skiff_tests::cri::*;
 use skiff_tests::daemon::Skiffd;
-use skiff_tests::registry::Registry;
 use std::time::Duration;
 
 fn leases(daemon: &Skiffd) -> usize {
@@ -103,12 +101,12 @@ async fn a_crash_inside_run_pod_sandbox_leaves_nothing_half_made() {
 
 #[tokio::test]
 async fn a_crash_inside_create_container_leaves_nothing_half_made() {
-    let registry = Registry::start().unwrap();
-    let mut daemon = Skiffd::start("").unwrap();
-    let image = pull_busybox(&daemon, &registry, Variant::Plain)
-        .await
-        .unwrap();
-    let logs = tempfile::tempdir().unwrap();
+    let Node {
+        registry: _registry,
+        mut daemon,
+        image,
+        logs,
+    } = Node::new().await.unwrap();
     let pod = pod_config("crash-containers", "cc", logs.path());
     let pod_id = run_pod(&daemon, &pod).await.unwrap();
     for point in [

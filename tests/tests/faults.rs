@@ -2,10 +2,8 @@
 //! clearly and leaves nothing half-made.
 
 use skiff_proto::runtime::v1 as cri;
-use skiff_tests::busybox::Variant;
 use skiff_tests::cri::*;
 use skiff_tests::daemon::Skiffd;
-use skiff_tests::registry::Registry;
 use std::os::unix::fs::PermissionsExt;
 
 #[tokio::test]
@@ -55,12 +53,12 @@ async fn a_failing_cni_plugin_fails_run_pod_sandbox_and_leaves_nothing() {
 
 #[tokio::test]
 async fn a_killed_monitor_makes_its_container_unknown_not_running() {
-    let registry = Registry::start().unwrap();
-    let daemon = Skiffd::start("").unwrap();
-    let image = pull_busybox(&daemon, &registry, Variant::Plain)
-        .await
-        .unwrap();
-    let logs = tempfile::tempdir().unwrap();
+    let Node {
+        registry: _registry,
+        daemon,
+        image,
+        logs,
+    } = Node::new().await.unwrap();
     let pod = pod_config("orphan", "o", logs.path());
     let pod_id = run_pod(&daemon, &pod).await.unwrap();
     let id = start_container(

@@ -105,12 +105,12 @@ fn leases(daemon: &Skiffd) -> Vec<String> {
 
 #[tokio::test]
 async fn pods_reach_each_other_and_the_host_reaches_them_by_ip_and_host_port() {
-    let registry = Registry::start().unwrap();
-    let daemon = Skiffd::start("").unwrap();
-    let image = pull_busybox(&daemon, &registry, Variant::Plain)
-        .await
-        .unwrap();
-    let logs = tempfile::tempdir().unwrap();
+    let Node {
+        registry: _registry,
+        daemon,
+        image,
+        logs,
+    } = Node::new().await.unwrap();
 
     let host_port = free_port();
     let mut web_pod = pod_config("net-web", "web", logs.path());

@@ -4,8 +4,6 @@
 use skiff_proto::runtime::v1 as cri;
 use skiff_tests::busybox::Variant;
 use skiff_tests::cri::*;
-use skiff_tests::daemon::Skiffd;
-use skiff_tests::registry::Registry;
 use std::time::Duration;
 
 /// One pod with the plain and the USER busybox images pulled.
@@ -314,12 +312,12 @@ async fn reopen_container_log_follows_a_rotation() {
 
 #[tokio::test]
 async fn pod_sysctls_and_privileged_containers() {
-    let registry = Registry::start().unwrap();
-    let daemon = Skiffd::start("").unwrap();
-    let image = pull_busybox(&daemon, &registry, Variant::Plain)
-        .await
-        .unwrap();
-    let logs = tempfile::tempdir().unwrap();
+    let Node {
+        registry: _registry,
+        daemon,
+        image,
+        logs,
+    } = Node::new().await.unwrap();
     let mut pod = pod_config("sec-sysctl", "sysctl", logs.path());
     let linux = pod.linux.get_or_insert_with(Default::default);
     linux

@@ -2,10 +2,8 @@
 //! asked, host directories (also through symlinks); and a failed CreateContainer leaves nothing.
 
 use skiff_proto::runtime::v1 as cri;
-use skiff_tests::busybox::Variant;
 use skiff_tests::cri::*;
 use skiff_tests::daemon::Skiffd;
-use skiff_tests::registry::Registry;
 use tonic::Code;
 
 fn with_pid_mode(
@@ -31,12 +29,12 @@ async fn ps(daemon: &Skiffd, id: &str) -> String {
 
 #[tokio::test]
 async fn a_pod_shared_pid_namespace_shows_the_other_containers() {
-    let registry = Registry::start().unwrap();
-    let daemon = Skiffd::start("").unwrap();
-    let image = pull_busybox(&daemon, &registry, Variant::Plain)
-        .await
-        .unwrap();
-    let logs = tempfile::tempdir().unwrap();
+    let Node {
+        registry: _registry,
+        daemon,
+        image,
+        logs,
+    } = Node::new().await.unwrap();
 
     let shared = with_pid_mode(
         pod_config("pid-shared", "s", logs.path()),
@@ -61,7 +59,15 @@ async fn a_pod_shared_pid_namespace_shows_the_other_containers() {
     .unwrap();
     let seen = ps(&daemon, &a).await;
     assert!(seen.contains("sleep 2222"), "a sees b's process: {seen}");
-    assert!(!seen.contains("skiffd run"), "but not the host's: {seen}");
+    // PID 1 is the pod's pause process; nothing of the host (skiffd itself runs with
+    // --config) is visible.
+    assert!(
+        seen.lines()
+            .nth(1)
+            .is_some_and(|l| l.trim_start().starts_with("1 ") && l.contains("pause")),
+        "{seen}"
+    );
+    assert!(!seen.contains("--config"), "but not the host's: {seen}");
     assert!(ps(&daemon, &b).await.contains("sleep 1111"));
 
     let separate = pod_config("pid-separate", "p", logs.path());
@@ -110,12 +116,12 @@ async fn a_pod_shared_pid_namespace_shows_the_other_containers() {
 
 #[tokio::test]
 async fn host_paths_mount_also_through_a_symlink() {
-    let registry = Registry::start().unwrap();
-    let daemon = Skiffd::start("").unwrap();
-    let image = pull_busybox(&daemon, &registry, Variant::Plain)
-        .await
-        .unwrap();
-    let logs = tempfile::tempdir().unwrap();
+    let Node {
+        registry: _registry,
+        daemon,
+        image,
+        logs,
+    } = Node::new().await.unwrap();
     let host = tempfile::tempdir().unwrap();
     std::fs::create_dir(host.path().join("real")).unwrap();
     std::fs::write(host.path().join("real/greeting"), "from the host\n").unwrap();
@@ -163,12 +169,12 @@ async fn host_paths_mount_also_through_a_symlink() {
 
 #[tokio::test]
 async fn a_failed_create_container_leaves_nothing_behind() {
-    let registry = Registry::start().unwrap();
-    let daemon = Skiffd::start("").unwrap();
-    let image = pull_busybox(&daemon, &registry, Variant::Plain)
-        .await
-        .unwrap();
-    let logs = tempfile::tempdir().unwrap();
+    let Node {
+        registry: _registry,
+        daemon,
+        image,
+        logs,
+    } = Node::new().await.unwrap();
     let pod = pod_config("rollback", "r", logs.path());
     let pod_id = run_pod(&daemon, &pod).await.unwrap();
     let mut runtime = daemon.runtime().await.unwrap();

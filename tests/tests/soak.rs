@@ -1,10 +1,8 @@
 //! Soak: many pod create/start/stop/remove cycles leave nothing behind, and skiffd's memory and
 //! file descriptors stay flat. `SKIFF_SOAK_CYCLES` sets the count (CI: 100; the long run: 1000).
 
-use skiff_tests::busybox::Variant;
 use skiff_tests::cri::*;
 use skiff_tests::daemon::Skiffd;
-use skiff_tests::registry::Registry;
 
 fn rss_kb(pid: u32) -> u64 {
     std::fs::read_to_string(format!("/proc/{pid}/status"))
@@ -82,12 +80,12 @@ async fn pod_cycles_leave_nothing_and_keep_skiffd_flat() {
         .ok()
         .and_then(|v| v.parse().ok())
         .unwrap_or(100);
-    let registry = Registry::start().unwrap();
-    let daemon = Skiffd::start("").unwrap();
-    let image = pull_busybox(&daemon, &registry, Variant::Plain)
-        .await
-        .unwrap();
-    let logs = tempfile::tempdir().unwrap();
+    let Node {
+        registry: _registry,
+        daemon,
+        image,
+        logs,
+    } = Node::new().await.unwrap();
     let pid = daemon.pid().unwrap();
     let mut samples = Vec::new();
     let started = std::time::Instant::now();
