@@ -430,6 +430,102 @@ fn empty_cgroups_path_defaults_to_skiff() {
     assert!(!memory.exists());
 }
 
+/// `key:` from a /proc/<pid>/status text.
+fn status_field(status: &str, key: &str) -> String {
+    status
+        .lines()
+        .find_map(|l| l.strip_prefix(key)?.strip_prefix(':'))
+        .unwrap_or_default()
+        .trim()
+        .to_string()
+}
+
+#[test]
+fn exec_joins_the_container_and_its_seccomp_filter() {
+    if !can_run() {
+        return;
+    }
+    // CAP_SYS_ADMIN lets sethostname through the capability check, so only the
+    // filter can refuse it.
+    let f = Fixture::with_spec("exec-confined", &["sleep", "1000"], |s| {
+        let seccomp: spec::LinuxSeccomp = serde_json::from_value(serde_json::json!({
+            "defaultAction": "SCMP_ACT_ALLOW",
+            "syscalls": [{"names": ["sethostname"], "action": "SCMP_ACT_ERRNO"}],
+        }))
+        .unwrap();
+        let mut linux = s.linux().clone().unwrap();
+        linux.set_seccomp(Some(seccomp));
+        s.set_linux(Some(linux));
+        let mut process = s.process().clone().unwrap();
+        let mut caps = process.capabilities().clone().unwrap();
+        for set in [caps.bounding(), caps.effective(), caps.permitted()] {
+            assert!(set.is_some());
+        }
+        let add = |set: &Option<spec::Capabilities>| {
+            let mut set = set.clone().unwrap();
+            set.insert(spec::Capability::SysAdmin);
+            Some(set)
+        };
+        caps.set_bounding(add(caps.bounding()));
+        caps.set_effective(add(caps.effective()));
+        caps.set_permitted(add(caps.permitted()));
+        process.set_capabilities(Some(caps));
+        s.set_process(Some(process));
+    });
+    let init = f.create_and_start();
+    let init_status = fs::read_to_string(format!("/proc/{init}/status")).unwrap();
+
+    let out = f.run(&["exec", &f.id, "--", "cat", "/proc/self/status"]);
+    assert_eq!(out.status.code(), Some(0), "{}", stderr_of(&out));
+    let status = String::from_utf8_lossy(&out.stdout);
+    assert_eq!(
+        status_field(&status, "Seccomp"),
+        "2",
+        "filter mode: {status}"
+    );
+    for key in ["CapEff", "CapBnd", "NoNewPrivs"] {
+        assert_eq!(
+            status_field(&status, key),
+            status_field(&init_status, key),
+            "{key}"
+        );
+    }
+    let refused = f.run(&["exec", &f.id, "--", "hostname", "changed"]);
+    assert_ne!(
+        refused.status.code(),
+        Some(0),
+        "the filter let sethostname through"
+    );
+
+    // Same namespaces (PID 1 is the init's sleep) and the same cgroup as the init.
+    let out = f.run(&[
+        "exec",
+        &f.id,
+        "--",
+        "cat",
+        "/proc/1/cmdline",
+        "/proc/self/cgroup",
+    ]);
+    let text = String::from_utf8_lossy(&out.stdout);
+    assert!(text.starts_with("sleep\x001000\x00"), "{text}");
+    let init_cgroups = fs::read_to_string(format!("/proc/{init}/cgroup")).unwrap();
+    let memory = |t: &str| {
+        t.lines()
+            .find(|l| l.contains(":memory:"))
+            .map(str::to_string)
+    };
+    assert!(
+        memory(&init_cgroups).is_some_and(|l| l.contains(&f.id)),
+        "{init_cgroups}"
+    );
+    assert_eq!(memory(&text), memory(&init_cgroups));
+
+    // A missing command: the shell's exit code, and why on stderr.
+    let out = f.run(&["exec", &f.id, "--", "no-such-command"]);
+    assert_eq!(out.status.code(), Some(127));
+    assert!(stderr_of(&out).contains("not found"), "{}", stderr_of(&out));
+}
+
 #[test]
 fn exec_captures_output_and_exit_codes() {
     if !can_run() {

@@ -524,5 +524,28 @@ async fn runtime_default_seccomp_blocks_namespace_creation_through_clone() {
         .await
         .unwrap();
     assert_eq!(reply.stdout, b"piped\n");
+    // A process exec'd into a confined container is under the same filter.
+    let confined = env
+        .start_config(with_security(
+            container_config("confined-exec", &image, SLEEP),
+            cri::LinuxContainerSecurityContext {
+                seccomp: Some(cri::SecurityProfile {
+                    profile_type: cri::security_profile::ProfileType::RuntimeDefault as i32,
+                    ..Default::default()
+                }),
+                ..Default::default()
+            },
+        ))
+        .await
+        .unwrap();
+    let reply = exec(&env.daemon, &confined, &["/probe"], 10).await.unwrap();
+    let stdout = String::from_utf8_lossy(&reply.stdout);
+    assert!(stdout.starts_with("denied "), "exec'd probe: {stdout}");
+    assert_eq!(reply.exit_code, 1);
+    let reply = exec(&env.daemon, &confined, &["cat", "/proc/self/status"], 10)
+        .await
+        .unwrap();
+    let status = String::from_utf8_lossy(&reply.stdout);
+    assert!(status.contains("Seccomp:\t2"), "{status}");
     remove_pod(&env.daemon, &env.pod_id).await.unwrap();
 }

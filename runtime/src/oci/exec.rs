@@ -2,16 +2,15 @@
 
 use std::path::{Path, PathBuf};
 
-use libcontainer::container::builder::ContainerBuilder;
 use libcontainer::container::{Container, ContainerStatus};
 use libcontainer::oci_spec::runtime::{Process, Spec};
-use libcontainer::syscall::syscall::SyscallType;
 use nix::errno::Errno;
 use nix::sys::wait::{waitpid, WaitStatus};
 use nix::unistd::Pid;
 
 use super::bundle;
 use super::container::{self, status_word};
+use super::enter;
 use super::error::{OciError, Result};
 use super::pid_file;
 
@@ -54,8 +53,10 @@ pub struct ExecArgs {
 /// the process's own exit code, 128 + signal number if a signal killed it, or 0
 /// with `--detach`.
 ///
-/// The process is a child of this one (libcontainer clones it with CLONE_PARENT),
-/// and inherits our stdin, stdout and stderr unless it has a pty.
+/// The process is a child of this one (see [`enter`]: it joins the container's
+/// namespaces, cgroup and seccomp filter), and inherits our stdin, stdout and stderr
+/// unless it has a pty. A command that does not exist or cannot run exits 127 or 126,
+/// with the reason on our stderr, as in a shell.
 pub fn exec(root: &Path, args: &ExecArgs) -> Result<i32> {
     let id = args.id.as_str();
     let container = container::load(root, id)?;
@@ -78,26 +79,29 @@ pub fn exec(root: &Path, args: &ExecArgs) -> Result<i32> {
     };
     bundle::clamp_oom_score_adj(&mut process)?;
 
-    // The tenant builder takes the process as a file; keep it in the state directory
-    // (root-only) under a name unique to this exec.
-    let process_file = container
-        .root
-        .join(format!("exec-{}.json", std::process::id()));
-    bundle::write_json(&process_file, &process)?;
-    let built = ContainerBuilder::new(id.to_string(), SyscallType::default())
-        .with_root_path(root)
-        .map(|b| b.with_console_socket(args.console_socket.as_ref()))
-        .and_then(|b| {
-            b.as_tenant()
-                // libcontainer only uses "detach" to require a console socket for a
-                // terminal; whether we wait is decided below, so `exec -t` can still
-                // report the exit code.
-                .with_detach(args.console_socket.is_some())
-                .with_process(Some(&process_file))
-                .build()
-        });
-    container::remove_quietly(&process_file);
-    let pid = built.map_err(|err| OciError::libcontainer("exec in", id, err))?;
+    if process.terminal() == Some(true) && args.console_socket.is_none() {
+        return Err(OciError::InvalidArgument(
+            "a process with a terminal needs --console-socket".into(),
+        ));
+    }
+    let init = container
+        .pid()
+        .ok_or_else(|| OciError::Other(format!("container \"{id}\" has no init process")))?;
+    let cgroup_path = container
+        .spec()
+        .map_err(|err| OciError::libcontainer("exec in", id, err))?
+        .cgroup_path;
+    // The adjusted spec `create` kept: its seccomp filter is the one the init runs under.
+    let spec: Spec = bundle::load_spec(container.bundle())?;
+    let seccomp = spec.linux().as_ref().and_then(|l| l.seccomp().as_ref());
+    let pid = enter::spawn(&enter::Entry {
+        id,
+        init,
+        cgroup_path,
+        process: &process,
+        seccomp,
+        console_socket: args.console_socket.as_deref(),
+    })?;
     tracing::info!(id, pid = pid.as_raw(), "exec process started");
 
     // Written before waiting, so a caller can kill the process on a timeout.

@@ -8,7 +8,8 @@
 //! One file per command ([`create`], [`start`], [`state`], [`kill`], [`delete`],
 //! [`exec`]), each with its clap arguments and a function taking the state root
 //! (`--root`). Supporting files: [`bundle`] reads and adjusts config.json,
-//! [`container`] loads state and guards against recycled PIDs, [`log`] writes
+//! [`container`] loads state and guards against recycled PIDs, [`enter`] starts an
+//! exec'd process inside a running container, [`log`] writes
 //! runc-style log lines, [`pid_file`] writes `--pid-file`.
 //!
 //! State layout under the root, per container: libcontainer's files
@@ -38,6 +39,7 @@ pub mod bundle;
 pub mod container;
 pub mod create;
 pub mod delete;
+pub mod enter;
 pub mod error;
 pub mod exec;
 pub mod kill;
