@@ -3,12 +3,21 @@
 //!
 //! ```text
 //! cargo build -p skiff-cni --release
-//! sudo target/release/examples/bench [pods] [--masq]
+//! sudo target/release/examples/bench [pods] [--masq] [--one-at-a-time]
+//! sudo target/release/examples/bench [rounds] --nft
 //! ```
 //!
 //! For each plugin: create `pods` namespaces, ADD each (timed), then DEL
-//! each (timed), and print the medians. Uses bridge `skcnibench0` and
-//! 10.213.248.0/24; needs root and /usr/lib/cni/{bridge,host-local}.
+//! each (timed), and print the medians. With `--one-at-a-time`, each pod is
+//! added and deleted before the next (a CRI runtime running one pod at a
+//! time): with `--masq`, every ADD then finds the masquerade chain gone.
+//! Uses bridge `skcnibench0` and 10.213.248.0/24; needs root and
+//! /usr/lib/cni/{bridge,host-local}.
+//!
+//! `--nft` times only the nftables work of one pod's masquerade rule,
+//! through the library, in this process: adding it when the table is
+//! missing and deleting it with the chain and table, then the same while
+//! another rule keeps the chain alive.
 
 use std::io::Write;
 use std::path::{Path, PathBuf};
@@ -57,7 +66,13 @@ fn median(mut v: Vec<Duration>) -> Duration {
 }
 
 /// Returns (ADD median, DEL median).
-fn run(bin: &Path, plugin_type: &str, pods: usize, masq: bool) -> (Duration, Duration) {
+fn run(
+    bin: &Path,
+    plugin_type: &str,
+    pods: usize,
+    masq: bool,
+    one_at_a_time: bool,
+) -> (Duration, Duration) {
     let data = std::env::temp_dir().join(format!("skcni-bench-{}", std::process::id()));
     let conf = serde_json::json!({
         "cniVersion": "1.0.0", "name": "skcni-bench", "type": plugin_type,
@@ -76,17 +91,21 @@ fn run(bin: &Path, plugin_type: &str, pods: usize, masq: bool) -> (Duration, Dur
     exec(bin, "DEL", "warm", &path(&namespaces[0]), &conf);
     std::thread::sleep(Duration::from_millis(500));
 
-    let adds = namespaces
-        .iter()
-        .enumerate()
-        .map(|(i, ns)| exec(bin, "ADD", &format!("b{i}"), &path(ns), &conf))
-        .collect();
-    std::thread::sleep(Duration::from_millis(500));
-    let dels = namespaces
-        .iter()
-        .enumerate()
-        .map(|(i, ns)| exec(bin, "DEL", &format!("b{i}"), &path(ns), &conf))
-        .collect();
+    let (mut adds, mut dels) = (Vec::new(), Vec::new());
+    if one_at_a_time {
+        for (i, ns) in namespaces.iter().enumerate() {
+            adds.push(exec(bin, "ADD", &format!("b{i}"), &path(ns), &conf));
+            dels.push(exec(bin, "DEL", &format!("b{i}"), &path(ns), &conf));
+        }
+    } else {
+        for (i, ns) in namespaces.iter().enumerate() {
+            adds.push(exec(bin, "ADD", &format!("b{i}"), &path(ns), &conf));
+        }
+        std::thread::sleep(Duration::from_millis(500));
+        for (i, ns) in namespaces.iter().enumerate() {
+            dels.push(exec(bin, "DEL", &format!("b{i}"), &path(ns), &conf));
+        }
+    }
 
     for ns in &namespaces {
         sh(&format!("ip netns del {ns}"));
@@ -133,6 +152,55 @@ fn remove_new_empty_nat_tables(existed: &[bool]) {
     }
 }
 
+/// `--nft`: medians of adding and deleting one masquerade rule, with the
+/// table missing (ADD creates table, chain and rule; DEL deletes them) and
+/// with the chain held by another rule.
+fn nft_only(rounds: usize) {
+    use skiff_cni::nft::expr::{host, multicast4, net};
+    use skiff_cni::nft::{self, Chain, Expr, Hook, Op, Rule};
+
+    let chain = Chain {
+        name: "masq-skcni-bench".into(),
+        hook: Hook::Postrouting,
+        prio: 100,
+    };
+    let rule = |id: &str, last: u8| Rule {
+        chain: chain.name.clone(),
+        comment: nft::tag(id, "eth0"),
+        expr: vec![
+            Expr::saddr(Op::Eq, host([10, 213, 248, last].into())),
+            Expr::daddr(Op::Ne, net([10, 213, 248, 0].into(), 24)),
+            Expr::daddr(Op::Ne, multicast4()),
+            Expr::Masquerade,
+        ],
+    };
+    let chains = std::slice::from_ref(&chain);
+    let names = [chain.name.as_str()];
+    let cycle = |id: &str| {
+        let started = Instant::now();
+        nft::add_rules(chains, &[rule(id, 5)]).expect("add");
+        let added = started.elapsed();
+        let started = Instant::now();
+        nft::delete_rules_where(&names, |c| c == nft::tag(id, "eth0")).expect("delete");
+        (added, started.elapsed())
+    };
+    let (cold_add, cold_del): (Vec<_>, Vec<_>) = (0..rounds).map(|_| cycle("cold")).unzip();
+    nft::add_rules(chains, &[rule("keeper", 6)]).expect("add keeper");
+    let (warm_add, warm_del): (Vec<_>, Vec<_>) = (0..rounds).map(|_| cycle("warm")).unzip();
+    let _ = nft::delete_chains(&names);
+    println!("nftables work of one masquerade rule, {rounds} rounds, medians:");
+    println!(
+        "  table missing   ADD {:>10.2?}  DEL (takes chain+table) {:>10.2?}",
+        median(cold_add),
+        median(cold_del)
+    );
+    println!(
+        "  chain present   ADD {:>10.2?}  DEL {:>10.2?}",
+        median(warm_add),
+        median(warm_del)
+    );
+}
+
 fn main() {
     let args: Vec<String> = std::env::args().skip(1).collect();
     let pods = args
@@ -140,17 +208,24 @@ fn main() {
         .find_map(|a| a.parse().ok())
         .unwrap_or(20usize)
         .max(1);
+    if args.iter().any(|a| a == "--nft") {
+        nft_only(pods);
+        return;
+    }
     let masq = args.iter().any(|a| a == "--masq");
+    let one_at_a_time = args.iter().any(|a| a == "--one-at-a-time");
     let ours: PathBuf = std::env::current_exe()
         .ok()
         .and_then(|p| Some(p.parent()?.parent()?.join("skiff-bridge")))
         .expect("locate skiff-bridge next to the example");
 
     let existed: Vec<bool> = IPTABLES_NAT.iter().map(|t| table_exists(t)).collect();
-    let (ref_add, ref_del) = run(&Path::new(REF_DIR).join("bridge"), "bridge", pods, masq);
+    let reference = Path::new(REF_DIR).join("bridge");
+    let (ref_add, ref_del) = run(&reference, "bridge", pods, masq, one_at_a_time);
     remove_new_empty_nat_tables(&existed);
-    let (our_add, our_del) = run(&ours, "skiff-bridge", pods, masq);
-    println!("{pods} pods, ipMasq={masq}, medians:");
+    let (our_add, our_del) = run(&ours, "skiff-bridge", pods, masq, one_at_a_time);
+    let mode = if one_at_a_time { ", one at a time" } else { "" };
+    println!("{pods} pods, ipMasq={masq}{mode}, medians:");
     println!("  reference bridge+host-local  ADD {ref_add:>10.2?}  DEL {ref_del:>10.2?}");
     println!("  skiff-bridge                 ADD {our_add:>10.2?}  DEL {our_del:>10.2?}");
     println!(

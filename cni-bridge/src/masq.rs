@@ -1,18 +1,18 @@
 //! `ipMasq`: masquerade traffic from the container to anywhere outside its
 //! subnet, with nftables rules tagged by attachment.
 
-use serde_json::json;
 use std::collections::HashSet;
 
 use crate::config::Config;
-use crate::nft::{self, Chain, NftError, Rule};
+use crate::nft::expr::{host, multicast4, multicast6};
+use crate::nft::{self, Chain, Expr, Hook, NftError, Op, Rule};
 use crate::spec::IpConfig;
 
 /// The network's masquerade chain (created on first use).
 pub fn chain(conf: &Config) -> Chain {
     Chain {
         name: conf.masq_chain(),
-        hook: "postrouting",
+        hook: Hook::Postrouting,
         prio: 100,
     }
 }
@@ -22,25 +22,19 @@ pub fn chain(conf: &Config) -> Chain {
 pub fn rules(conf: &Config, tag: &str, ips: &[IpConfig]) -> Vec<Rule> {
     ips.iter()
         .map(|ip| {
-            let (proto, multicast) = if ip.address.is_ipv4() {
-                ("ip", nft::prefix("224.0.0.0", 4))
+            let multicast = if ip.address.is_ipv4() {
+                multicast4()
             } else {
-                ("ip6", nft::prefix("ff00::", 8))
+                multicast6()
             };
-            let subnet = ip.address.truncated();
             Rule {
                 chain: conf.masq_chain(),
                 comment: tag.to_string(),
                 expr: vec![
-                    nft::payload_match(proto, "saddr", "==", json!(ip.address.addr.to_string())),
-                    nft::payload_match(
-                        proto,
-                        "daddr",
-                        "!=",
-                        nft::prefix(&subnet.addr.to_string(), subnet.prefix),
-                    ),
-                    nft::payload_match(proto, "daddr", "!=", multicast),
-                    nft::masquerade(),
+                    Expr::saddr(Op::Eq, host(ip.address.addr)),
+                    Expr::daddr(Op::Ne, ip.address.truncated()),
+                    Expr::daddr(Op::Ne, multicast),
+                    Expr::Masquerade,
                 ],
             }
         })

@@ -15,11 +15,12 @@
 //! tagged with the attachment, so DEL and GC remove exactly theirs.
 
 use serde::Deserialize;
-use serde_json::{json, Value};
+use serde_json::Value;
 use std::collections::HashSet;
 use std::net::IpAddr;
 
-use crate::nft::{self, Chain, Rule};
+use crate::nft::expr::{host, loopback4};
+use crate::nft::{self, Chain, Expr, Family, Hook, L4Proto, Op, Rule};
 use crate::plugin::{require_version, Outcome};
 use crate::spec::{
     parse_config, Attachment, CniError, CniResult, CniVersion, Command, Environment, ErrorCode,
@@ -150,17 +151,17 @@ impl PortmapConfig {
         [
             Chain {
                 name: format!("hostport-dnat-{}", self.name),
-                hook: "prerouting",
+                hook: Hook::Prerouting,
                 prio: -100,
             },
             Chain {
                 name: format!("hostport-out-{}", self.name),
-                hook: "output",
+                hook: Hook::Output,
                 prio: -100,
             },
             Chain {
                 name: format!("hostport-snat-{}", self.name),
-                hook: "postrouting",
+                hook: Hook::Postrouting,
                 prio: 100,
             },
         ]
@@ -208,27 +209,33 @@ pub fn rules(conf: &PortmapConfig, tag: &str, ips: &[IpConfig]) -> Vec<Rule> {
     let [dnat, out, snat] = conf.chains();
     let mut rules = Vec::new();
     for m in &conf.mappings {
+        // Validated by `load`.
+        let Ok(proto) = m.protocol.parse::<L4Proto>() else {
+            continue;
+        };
         for ip in ips {
-            let v4 = ip.address.is_ipv4();
-            if m.host_ip.is_some_and(|h| h.is_ipv4() != v4) {
+            let pod = ip.address.addr;
+            let family = Family::of(pod);
+            if m.host_ip.is_some_and(|h| Family::of(h) != family) {
                 continue;
             }
-            let (family, proto, nfproto) = if v4 {
-                ("ip", "ip", "ipv4")
-            } else {
-                ("ip6", "ip6", "ipv6")
-            };
             let destination = match m.host_ip {
-                Some(h) => nft::payload_match(proto, "daddr", "==", json!(h.to_string())),
-                None => json!({"match": {"op": "==",
-                    "left": {"fib": {"result": "type", "flags": ["daddr"]}}, "right": "local"}}),
+                Some(h) => Expr::daddr(Op::Eq, host(h)),
+                None => Expr::DaddrIsLocal,
             };
             let dnat_expr = vec![
-                json!({"match": {"op": "==", "left": {"meta": {"key": "nfproto"}}, "right": nfproto}}),
+                Expr::Nfproto(family),
                 destination,
-                json!({"match": {"op": "==", "left": {"meta": {"key": "l4proto"}}, "right": m.protocol}}),
-                nft::payload_match(&m.protocol, "dport", "==", json!(m.host_port)),
-                json!({"dnat": {"family": family, "addr": ip.address.addr.to_string(), "port": m.container_port}}),
+                Expr::L4proto(proto),
+                Expr::Dport {
+                    proto,
+                    op: Op::Eq,
+                    port: m.host_port,
+                },
+                Expr::Dnat {
+                    addr: pod,
+                    port: m.container_port,
+                },
             ];
             for chain in [&dnat, &out] {
                 rules.push(Rule {
@@ -238,23 +245,32 @@ pub fn rules(conf: &PortmapConfig, tag: &str, ips: &[IpConfig]) -> Vec<Rule> {
                 });
             }
             if conf.snat {
-                let subnet = ip.address.truncated();
-                let mut sources = vec![nft::prefix(&subnet.addr.to_string(), subnet.prefix)];
-                if v4 {
-                    sources.push(nft::prefix("127.0.0.0", 8));
+                // One rule per source network: a rule is a conjunction, and
+                // matching "subnet or 127/8" in one rule would need an
+                // anonymous set (two more message kinds and interval
+                // elements) for a two-element list.
+                let mut sources = vec![ip.address.truncated()];
+                if family == Family::Ipv4 {
+                    sources.push(loopback4());
                 }
-                rules.push(Rule {
-                    chain: snat.name.clone(),
-                    comment: tag.to_string(),
-                    expr: vec![
-                        nft::payload_match(proto, "daddr", "==", json!(ip.address.addr.to_string())),
-                        json!({"match": {"op": "==", "left": {"meta": {"key": "l4proto"}}, "right": m.protocol}}),
-                        nft::payload_match(&m.protocol, "dport", "==", json!(m.container_port)),
-                        json!({"match": {"op": "in", "left": {"ct": {"key": "status"}}, "right": "dnat"}}),
-                        nft::payload_match(proto, "saddr", "==", json!({"set": sources})),
-                        nft::masquerade(),
-                    ],
-                });
+                for source in sources {
+                    rules.push(Rule {
+                        chain: snat.name.clone(),
+                        comment: tag.to_string(),
+                        expr: vec![
+                            Expr::daddr(Op::Eq, host(pod)),
+                            Expr::L4proto(proto),
+                            Expr::Dport {
+                                proto,
+                                op: Op::Eq,
+                                port: m.container_port,
+                            },
+                            Expr::CtStatusDnat,
+                            Expr::saddr(Op::Eq, source),
+                            Expr::Masquerade,
+                        ],
+                    });
+                }
             }
         }
     }
@@ -365,18 +381,32 @@ mod tests {
         let c = conf(r#"[{"hostPort":8080,"containerPort":80,"protocol":"tcp"}]"#);
         let ips = container_ips(c.prev_result.as_ref().unwrap());
         let r = rules(&c, "id/eth0", &ips);
-        // 2 families × (prerouting + output + snat)
-        assert_eq!(r.len(), 6);
+        // 2 families × (prerouting + output), snat from the subnet (and
+        // from 127/8 for IPv4)
+        assert_eq!(r.len(), 7);
         assert!(r.iter().all(|r| r.comment == "id/eth0"));
-        let text = serde_json::to_string(&r[0].expr).unwrap();
-        assert!(text.contains("10.213.0.5") && text.contains("8080"));
+        let pod: IpAddr = "10.213.0.5".parse().unwrap();
+        assert_eq!(r[0].chain, "hostport-dnat-n");
+        assert!(r[0].expr.contains(&Expr::Dnat {
+            addr: pod,
+            port: 80
+        }));
+        assert!(r[0].expr.contains(&Expr::Dport {
+            proto: L4Proto::Tcp,
+            op: Op::Eq,
+            port: 8080
+        }));
+        let snat: Vec<&Rule> = r.iter().filter(|r| r.chain == "hostport-snat-n").collect();
+        assert_eq!(snat.len(), 3);
+        assert!(snat[1].expr.contains(&Expr::saddr(Op::Eq, loopback4())));
     }
 
     #[test]
     fn host_ip_limits_the_family() {
         let c = conf(r#"[{"hostPort":8080,"containerPort":80,"hostIP":"127.0.0.1"}]"#);
         let ips = container_ips(c.prev_result.as_ref().unwrap());
-        assert_eq!(rules(&c, "t", &ips).len(), 3);
+        // dnat, out, snat from the subnet and from 127/8
+        assert_eq!(rules(&c, "t", &ips).len(), 4);
     }
 
     #[test]

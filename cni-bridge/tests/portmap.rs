@@ -51,8 +51,8 @@ fn host_port_on_localhost_reaches_the_pod() {
     assert_eq!(out, result);
     assert_eq!(
         net.rules_tagged("web/eth0"),
-        1 + 3,
-        "masq + dnat, out, snat"
+        1 + 4,
+        "masq + dnat, out, snat from the subnet and from 127/8"
     );
     portmap(&net, "CHECK", "web", &pod, &conf).expect_ok("portmap CHECK");
 
@@ -123,13 +123,13 @@ fn portmap_gc_and_validation() {
         &portmap_conf(&net, m(18022), Some(&rb)),
     )
     .expect_ok("pm b");
-    assert_eq!(net.rules_tagged("a/eth0"), 3);
-    assert_eq!(net.rules_tagged("b/eth0"), 3);
+    assert_eq!(net.rules_tagged("a/eth0"), 4);
+    assert_eq!(net.rules_tagged("b/eth0"), 4);
 
     let mut gc = portmap_conf(&net, json!([]), None);
     gc["cni.dev/valid-attachments"] = json!([{"containerID": "a", "ifname": "eth0"}]);
     portmap(&net, "GC", "", "", &gc).expect_ok("GC");
-    assert_eq!(net.rules_tagged("a/eth0"), 3);
+    assert_eq!(net.rules_tagged("a/eth0"), 4);
     assert_eq!(net.rules_tagged("b/eth0"), 0);
 
     // Not chained: no prevResult.
@@ -150,7 +150,7 @@ fn portmap_gc_and_validation() {
     .expect_ok("empty mappings");
     assert_eq!(out, ra);
     assert_eq!(net.rules_tagged("c/eth0"), 0);
-    // STATUS needs 1.1.0 and nft.
+    // STATUS needs 1.1.0 and nf_tables.
     portmap(&net, "STATUS", "", "", &portmap_conf(&net, json!([]), None)).expect_ok("STATUS");
 
     portmap(&net, "DEL", "a", &a, &portmap_conf(&net, m(18021), None)).expect_ok("DEL a");
