@@ -2,6 +2,9 @@
 //! runs with no file at all. `skiffd config default` prints the defaults.
 
 use serde::{Deserialize, Serialize};
+use skiff_runtime::image::unpack::{
+    UnpackLimits, DEFAULT_MAX_LAYER_BYTES, DEFAULT_MAX_LAYER_ENTRIES,
+};
 use skiff_runtime::image::RegistryConfig;
 use std::path::{Path, PathBuf};
 
@@ -25,6 +28,8 @@ pub struct Config {
     pub cni: CniConfig,
     /// Registry mirrors and TLS settings.
     pub registry: RegistryConfig,
+    /// Bounds on pulled images.
+    pub images: ImagesConfig,
     /// The exec/attach/port-forward streaming server.
     pub streaming: crate::streaming::StreamingConfig,
 }
@@ -41,6 +46,36 @@ pub struct CniConfig {
     pub plugin_timeout_secs: u64,
 }
 
+/// How much a pulled image may expand to on this node. A layer beyond a bound fails the pull
+/// (RESOURCE_EXHAUSTED) and leaves nothing on disk: the defence against decompression bombs.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct ImagesConfig {
+    /// Uncompressed bytes one layer may unpack to (its whole tar stream).
+    pub max_layer_bytes: u64,
+    /// Tar entries one layer may hold.
+    pub max_layer_entries: u64,
+}
+
+impl Default for ImagesConfig {
+    fn default() -> Self {
+        ImagesConfig {
+            max_layer_bytes: DEFAULT_MAX_LAYER_BYTES,
+            max_layer_entries: DEFAULT_MAX_LAYER_ENTRIES,
+        }
+    }
+}
+
+impl ImagesConfig {
+    /// The unpacker's limits.
+    pub fn unpack_limits(&self) -> UnpackLimits {
+        UnpackLimits {
+            max_bytes: self.max_layer_bytes,
+            max_entries: self.max_layer_entries,
+        }
+    }
+}
+
 impl Default for Config {
     fn default() -> Self {
         Config {
@@ -50,6 +85,7 @@ impl Default for Config {
             log_level: "info".into(),
             cni: CniConfig::default(),
             registry: RegistryConfig::default(),
+            images: ImagesConfig::default(),
             streaming: Default::default(),
         }
     }
@@ -112,6 +148,13 @@ impl Config {
             path: path.into(),
             source,
         })?;
+        if config.images.max_layer_bytes == 0 || config.images.max_layer_entries == 0 {
+            return Err(ConfigError::Invalid {
+                path: path.into(),
+                message: "images.max_layer_bytes and images.max_layer_entries must be above 0"
+                    .into(),
+            });
+        }
         config
             .registry
             .validate()
@@ -124,7 +167,13 @@ impl Config {
 
     /// The defaults as TOML, with the registry example a user most often needs.
     pub fn default_toml() -> String {
-        let body = toml::to_string_pretty(&Config::default()).unwrap_or_default();
+        let body = toml::to_string_pretty(&Config::default())
+            .unwrap_or_default()
+            .replace(
+                "[images]\n",
+                "# A layer unpacking to more bytes or entries fails the pull (decompression bombs).\n\
+                 [images]\n",
+            );
         format!(
             "# skiffd configuration; every key is optional.\n{body}\n\
              # Registry mirrors, tried in order before the registry itself:\n\
@@ -181,8 +230,29 @@ mod tests {
         )
         .unwrap();
         let cfg = Config::load(&path, true).unwrap();
+        assert_eq!(cfg.images, ImagesConfig::default());
         assert_eq!(cfg.socket, PathBuf::from("/tmp/s.sock"));
         assert_eq!(cfg.root_dir, PathBuf::from("/var/lib/skiff"));
         assert_eq!(cfg.registry.hosts["registry.k8s.io"].mirrors.len(), 1);
+    }
+
+    #[test]
+    fn layer_limits_default_to_16_gib_and_can_be_lowered_but_not_zeroed() {
+        let defaults = Config::default_toml();
+        assert!(
+            defaults.contains("max_layer_bytes = 17179869184"),
+            "{defaults}"
+        );
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("c.toml");
+        std::fs::write(&path, "[images]\nmax_layer_bytes = 1048576\n").unwrap();
+        let limits = Config::load(&path, true).unwrap().images.unpack_limits();
+        assert_eq!(limits.max_bytes, 1 << 20);
+        assert_eq!(limits.max_entries, DEFAULT_MAX_LAYER_ENTRIES);
+        std::fs::write(&path, "[images]\nmax_layer_entries = 0\n").unwrap();
+        assert!(matches!(
+            Config::load(&path, true),
+            Err(ConfigError::Invalid { .. })
+        ));
     }
 }

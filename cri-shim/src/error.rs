@@ -1,5 +1,6 @@
 //! The one place where internal errors become gRPC status codes.
 
+use skiff_runtime::image::unpack::UnpackError;
 use skiff_runtime::image::ImageError;
 use tonic::{Code, Status};
 
@@ -41,6 +42,9 @@ pub enum CriError {
 impl CriError {
     /// The gRPC code a client should see.
     pub fn code(&self) -> Code {
+        if self.out_of_space() {
+            return Code::ResourceExhausted;
+        }
         match self {
             CriError::InvalidArgument(_) => Code::InvalidArgument,
             CriError::Unimplemented(_) => Code::Unimplemented,
@@ -50,6 +54,9 @@ impl CriError {
             CriError::DeadlineExceeded(_) => Code::DeadlineExceeded,
             CriError::AlreadyExists(_) => Code::AlreadyExists,
             CriError::FailedPrecondition(_) => Code::FailedPrecondition,
+            CriError::Image(ImageError::LayerRejected { source, .. }) if source.is_limit() => {
+                Code::ResourceExhausted
+            }
             CriError::Image(e) => match e {
                 ImageError::InvalidReference { .. } => Code::InvalidArgument,
                 ImageError::NotFound(_) | ImageError::RemoteNotFound { .. } => Code::NotFound,
@@ -66,6 +73,47 @@ impl CriError {
 }
 
 impl CriError {
+    /// True when the disk (or a quota) is full: the node, not the request, is at fault, and
+    /// RESOURCE_EXHAUSTED tells a client to retry once space is freed.
+    fn out_of_space(&self) -> bool {
+        let mut source: Option<&(dyn std::error::Error + 'static)> = Some(self);
+        while let Some(error) = source {
+            if let Some(io) = error.downcast_ref::<std::io::Error>() {
+                if matches!(io.raw_os_error(), Some(libc::ENOSPC) | Some(libc::EDQUOT)) {
+                    return true;
+                }
+            }
+            source = error.source();
+        }
+        // Errors flattened to text on the way here (redb, sandbox setup) keep the OS message.
+        // Only those: other messages may quote the request.
+        let flattened = matches!(
+            self,
+            CriError::Internal(_) | CriError::State(_) | CriError::Image(ImageError::Database(_))
+        );
+        let text = self.to_string();
+        flattened
+            && [libc::ENOSPC, libc::EDQUOT]
+                .iter()
+                .any(|code| text.contains(&format!("(os error {code})")))
+    }
+
+    /// What a user can do about the error, when skiffd's config is the answer.
+    fn hint(&self) -> Option<&'static str> {
+        let CriError::Image(ImageError::LayerRejected { source, .. }) = self else {
+            return None;
+        };
+        match source {
+            UnpackError::TooLarge { .. } | UnpackError::EntryTooLarge { .. } => {
+                Some("raise [images] max_layer_bytes in skiffd's config to allow it")
+            }
+            UnpackError::TooManyEntries { .. } => {
+                Some("raise [images] max_layer_entries in skiffd's config to allow it")
+            }
+            _ => None,
+        }
+    }
+
     /// An INTERNAL error for a blocking task that panicked or was cancelled.
     pub fn task(e: tokio::task::JoinError) -> Self {
         CriError::Internal(format!("background task failed: {e}"))
@@ -83,6 +131,9 @@ impl From<CriError> for Status {
                 message = format!("{message}: {text}");
             }
             source = cause.source();
+        }
+        if let Some(hint) = e.hint() {
+            message = format!("{message} ({hint})");
         }
         Status::new(e.code(), cap_message(message))
     }
@@ -116,6 +167,50 @@ mod tests {
         assert_eq!(
             Status::from(CriError::NotFound("short".into())).message(),
             "short"
+        );
+    }
+
+    #[test]
+    fn a_full_disk_is_resource_exhausted_wherever_it_is_reported() {
+        let enospc = std::io::Error::from_raw_os_error(libc::ENOSPC);
+        let typed = CriError::Image(ImageError::io("writing blob sha256:ab", enospc));
+        assert_eq!(typed.code(), Code::ResourceExhausted);
+        let unpacking = CriError::Image(ImageError::LayerRejected {
+            digest: "sha256:ab".into(),
+            source: UnpackError::Io {
+                entry: "bin/busybox".into(),
+                op: "writing file",
+                source: std::io::Error::from_raw_os_error(libc::ENOSPC),
+            },
+        });
+        assert_eq!(unpacking.code(), Code::ResourceExhausted);
+        let flattened = CriError::Internal(format!(
+            "writing pod files: {}",
+            std::io::Error::from_raw_os_error(libc::ENOSPC)
+        ));
+        assert_eq!(flattened.code(), Code::ResourceExhausted);
+        let other = CriError::Internal(format!(
+            "writing pod files: {}",
+            std::io::Error::from_raw_os_error(libc::EACCES)
+        ));
+        assert_eq!(other.code(), Code::Internal);
+        let quoted = CriError::InvalidArgument("image \"x (os error 28)\" is invalid".into());
+        assert_eq!(quoted.code(), Code::InvalidArgument);
+    }
+
+    #[test]
+    fn a_layer_over_the_limits_is_resource_exhausted_and_says_which_knob() {
+        let error = CriError::Image(ImageError::LayerRejected {
+            digest: "sha256:ab".into(),
+            source: UnpackError::TooLarge { limit: 1 << 20 },
+        });
+        assert_eq!(error.code(), Code::ResourceExhausted);
+        let status = Status::from(error);
+        assert!(status.message().contains("1048576"), "{}", status.message());
+        assert!(
+            status.message().contains("max_layer_bytes"),
+            "{}",
+            status.message()
         );
     }
 }

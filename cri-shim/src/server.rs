@@ -102,9 +102,12 @@ pub async fn run(config: Config) -> anyhow::Result<()> {
 
     let images_root = config.root_dir.join("images");
     let registry = config.registry.clone();
-    let store = tokio::task::spawn_blocking(move || ImageStore::open(&images_root, registry))
-        .await
-        .context("opening the image store")??;
+    let limits = config.images.unpack_limits();
+    let store = tokio::task::spawn_blocking(move || {
+        ImageStore::open(&images_root, registry).map(|s| s.with_unpack_limits(limits))
+    })
+    .await
+    .context("opening the image store")??;
     let store = Arc::new(store);
     let images = Images::new(store.clone());
     let helpers = Helpers::beside_current_exe(&config.state_dir).context("locating helpers")?;

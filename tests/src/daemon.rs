@@ -63,6 +63,44 @@ impl Skiffd {
     /// Starts skiffd without any CNI network configured (pods then fail to get a network,
     /// as with containerd).
     pub fn start_bare(extra_config: &str) -> Result<Skiffd> {
+        let mut daemon = Skiffd::prepare(extra_config)?;
+        daemon.spawn()?;
+        Ok(daemon)
+    }
+
+    /// Like [`Skiffd::start`], with the root and state directories each on a tmpfs of
+    /// `size_bytes` (to fill the disk under skiffd). The mounts go with the fixture, like every
+    /// other mount under its directory.
+    pub fn start_on_tmpfs(extra_config: &str, size_bytes: u64) -> Result<Skiffd> {
+        let mut daemon = Skiffd::prepare(extra_config)?;
+        for dir in [daemon.root_dir(), daemon.state_dir()] {
+            std::fs::create_dir_all(&dir)?;
+            nix::mount::mount(
+                Some("tmpfs"),
+                &dir,
+                Some("tmpfs"),
+                nix::mount::MsFlags::MS_NOSUID | nix::mount::MsFlags::MS_NODEV,
+                Some(format!("size={size_bytes},mode=0755").as_str()),
+            )
+            .with_context(|| format!("mounting a tmpfs on {}", dir.display()))?;
+        }
+        daemon.spawn()?;
+        daemon.network = Some(TestNetwork::install(&daemon)?);
+        Ok(daemon)
+    }
+
+    /// skiffd's `root_dir` (images, state database).
+    pub fn root_dir(&self) -> PathBuf {
+        self.dir.path().join("root")
+    }
+
+    /// skiffd's `state_dir` (sandboxes, containers, runtime state, the socket).
+    pub fn state_dir(&self) -> PathBuf {
+        self.dir.path().join("run")
+    }
+
+    /// Writes the config and creates the fixture, without starting the daemon.
+    fn prepare(extra_config: &str) -> Result<Skiffd> {
         let dir = tempfile::Builder::new().prefix("skiffd-test-").tempdir()?;
         let socket = dir.path().join("run/skiff.sock");
         let cni_dir = dir.path().join("cni");
@@ -80,16 +118,14 @@ impl Skiffd {
         );
         let config_path = dir.path().join("config.toml");
         std::fs::write(&config_path, config)?;
-        let mut daemon = Skiffd {
+        Ok(Skiffd {
             child: None,
             network: None,
             env: Vec::new(),
             dir,
             socket,
             config_path,
-        };
-        daemon.spawn()?;
-        Ok(daemon)
+        })
     }
 
     /// The fixture's temp directory (root is `dir/root`, state `dir/run`).

@@ -3,6 +3,7 @@
 pub mod busybox;
 pub mod cri;
 pub mod daemon;
+pub mod flaky_proxy;
 pub mod oci_layout;
 pub mod registry;
 pub mod spdy_client;

@@ -158,6 +158,14 @@ pub enum LayerContent {
     Entries(Vec<Entry>),
     /// A complete tar archive, used verbatim (for hostile layers, see [`raw_tar`]).
     RawTar(Vec<u8>),
+    /// A blob already compressed (as the layer's [`Compression`] says), with the DiffID to
+    /// put in the config: for streams too big to build uncompressed, such as gzip bombs.
+    Compressed {
+        /// The layer blob as pushed.
+        blob: Vec<u8>,
+        /// `rootfs.diff_ids` entry for it.
+        diff_id: String,
+    },
 }
 
 /// One layer: content plus compression.
@@ -192,6 +200,15 @@ impl Layer {
         }
     }
 
+    /// A layer whose blob is `blob`, already compressed with `compression`, recorded in the
+    /// config with `diff_id`.
+    pub fn precompressed(blob: Vec<u8>, diff_id: String, compression: Compression) -> Self {
+        Layer {
+            content: LayerContent::Compressed { blob, diff_id },
+            compression,
+        }
+    }
+
     /// Sets the compression.
     pub fn compression(mut self, compression: Compression) -> Self {
         self.compression = compression;
@@ -205,7 +222,9 @@ impl Layer {
     pub fn entry(mut self, entry: Entry) -> Self {
         match &mut self.content {
             LayerContent::Entries(entries) => entries.push(entry),
-            LayerContent::RawTar(_) => panic!("cannot add entries to a raw tar layer"),
+            LayerContent::RawTar(_) | LayerContent::Compressed { .. } => {
+                panic!("cannot add entries to a raw tar layer")
+            }
         }
         self
     }
@@ -230,13 +249,23 @@ impl Layer {
         self.entry(Entry::hardlink(path, target))
     }
 
-    /// The uncompressed tar archive of this layer.
-    pub fn tar_bytes(&self) -> Vec<u8> {
+    /// The uncompressed tar archive of this layer (`None` for a precompressed layer).
+    pub fn tar_bytes(&self) -> Option<Vec<u8>> {
         match &self.content {
-            LayerContent::Entries(entries) => {
-                raw_tar(&entries.iter().map(Entry::to_raw).collect::<Vec<_>>())
-            }
-            LayerContent::RawTar(tar) => tar.clone(),
+            LayerContent::Entries(entries) => Some(raw_tar(
+                &entries.iter().map(Entry::to_raw).collect::<Vec<_>>(),
+            )),
+            LayerContent::RawTar(tar) => Some(tar.clone()),
+            LayerContent::Compressed { .. } => None,
+        }
+    }
+
+    /// The blob to push and its DiffID.
+    fn blob_and_diff_id(&self) -> Result<(Vec<u8>, String)> {
+        match (&self.content, self.tar_bytes()) {
+            (LayerContent::Compressed { blob, diff_id }, _) => Ok((blob.clone(), diff_id.clone())),
+            (_, Some(tar)) => Ok((self.compression.compress(&tar)?, sha256_digest(&tar))),
+            (_, None) => bail!("layer without content"),
         }
     }
 }
@@ -514,9 +543,8 @@ impl ImageSpec {
         let mut layers = Vec::new();
         let mut diff_ids = Vec::new();
         for layer in &self.layers {
-            let tar = layer.tar_bytes();
-            diff_ids.push(sha256_digest(&tar));
-            let blob = layer.compression.compress(&tar)?;
+            let (blob, diff_id) = layer.blob_and_diff_id()?;
+            diff_ids.push(diff_id);
             let digest = write_blob(dir, &blob)?;
             layer_descriptors.push(json!({
                 "mediaType": layer.compression.media_type(),
@@ -750,7 +778,7 @@ mod tests {
             .symlink("/bin/sh", "busybox")
             .hardlink("/bin/ln", "/bin/busybox")
             .entry(Entry::dir("/home/skiff", 0o755).owner(1000, 1000));
-        let tar = layer.tar_bytes();
+        let tar = layer.tar_bytes().unwrap();
         let mut archive = tar::Archive::new(&tar[..]);
         let headers: Vec<_> = archive
             .entries()
@@ -793,7 +821,7 @@ mod tests {
             serde_json::from_slice(&read_blob(dir.path(), &d.config).unwrap()).unwrap();
         assert_eq!(config["config"]["User"], "1000");
         for (i, layer) in spec.layers.iter().enumerate() {
-            let diff_id = sha256_digest(&layer.tar_bytes());
+            let diff_id = sha256_digest(&layer.tar_bytes().unwrap());
             assert_eq!(config["rootfs"]["diff_ids"][i], diff_id.as_str());
             assert_eq!(d.diff_ids[i], diff_id);
         }
@@ -818,5 +846,100 @@ mod tests {
 
         let index = read_index(dir.path()).unwrap();
         assert_eq!(index["manifests"].as_array().unwrap().len(), 2);
+    }
+}
+
+/// A gzip stream of `prefix`, then `zeros` zero bytes, then `suffix`, built without ever
+/// holding (or compressing) the zeros: one MiB of zeros is deflated once, as a self-contained
+/// run of blocks ending on a byte boundary, and repeated. Gigabytes of zeros become a few MB.
+pub fn gzip_with_zeros(prefix: &[u8], zeros: u64, suffix: &[u8]) -> Result<Vec<u8>> {
+    const CHUNK: u64 = 1 << 20;
+    let chunk = vec![0u8; CHUNK as usize];
+    let deflated_chunk = deflate_segment(&chunk, false)?;
+    let mut crc = flate2::Crc::new();
+    let mut chunk_crc = flate2::Crc::new();
+    chunk_crc.update(&chunk);
+
+    // Fixed header: no name, mtime 0, OS unknown.
+    let mut out = vec![0x1f, 0x8b, 8, 0, 0, 0, 0, 0, 0, 0xff];
+    out.extend(deflate_segment(prefix, false)?);
+    crc.update(prefix);
+    for _ in 0..zeros / CHUNK {
+        out.extend_from_slice(&deflated_chunk);
+        crc.combine(&chunk_crc);
+    }
+    let rest = &chunk[..(zeros % CHUNK) as usize];
+    out.extend(deflate_segment(rest, false)?);
+    crc.update(rest);
+    out.extend(deflate_segment(suffix, true)?);
+    crc.update(suffix);
+    out.extend_from_slice(&crc.sum().to_le_bytes());
+    // ISIZE is the length modulo 2^32, as RFC 1952 defines it.
+    let total = prefix.len() as u64 + zeros + suffix.len() as u64;
+    out.extend_from_slice(&(total as u32).to_le_bytes());
+    Ok(out)
+}
+
+/// Raw deflate of `input` by a fresh compressor: a full flush (byte-aligned, no reference to
+/// anything before) or, if `last`, the final block.
+fn deflate_segment(input: &[u8], last: bool) -> Result<Vec<u8>> {
+    use flate2::{Compress, FlushCompress, Status};
+    let mut compress = Compress::new(flate2::Compression::best(), false);
+    let flush = if last {
+        FlushCompress::Finish
+    } else {
+        FlushCompress::Full
+    };
+    let mut out = Vec::with_capacity(input.len() / 64 + 1024);
+    loop {
+        let consumed = compress.total_in() as usize;
+        let status = compress.compress_vec(&input[consumed..], &mut out, flush)?;
+        let all_in = compress.total_in() as usize == input.len();
+        let done = if last {
+            status == Status::StreamEnd
+        } else {
+            all_in && out.len() < out.capacity()
+        };
+        if done {
+            return Ok(out);
+        }
+        out.reserve(64 * 1024);
+    }
+}
+
+/// A tar header (GNU format) for a regular file `name` of `size` bytes, mode 0644, root-owned.
+pub fn file_header(name: &str, size: u64) -> Vec<u8> {
+    let mut header = Header::new_gnu();
+    header.set_entry_type(EntryType::Regular);
+    header.set_mode(0o644);
+    header.set_uid(0);
+    header.set_gid(0);
+    header.set_mtime(MTIME);
+    header.set_size(size);
+    copy_field(&mut header.as_old_mut().name, name.as_bytes());
+    header.set_cksum();
+    header.as_bytes().to_vec()
+}
+
+#[cfg(test)]
+mod gzip_tests {
+    use super::*;
+    use std::io::Read;
+
+    #[test]
+    fn zeros_spliced_into_gzip_decompress_to_the_exact_stream() {
+        let prefix = b"head".to_vec();
+        let zeros = (3 << 20) + 1234;
+        let blob = gzip_with_zeros(&prefix, zeros, b"tail").unwrap();
+        assert!(blob.len() < 20_000, "{} bytes", blob.len());
+        let mut plain = Vec::new();
+        // The decoder checks the CRC and ISIZE trailer too.
+        flate2::read::GzDecoder::new(&blob[..])
+            .read_to_end(&mut plain)
+            .unwrap();
+        let mut expected = prefix;
+        expected.resize(expected.len() + zeros as usize, 0);
+        expected.extend_from_slice(b"tail");
+        assert_eq!(plain, expected);
     }
 }

@@ -173,3 +173,157 @@ async fn a_crash_inside_create_container_leaves_nothing_half_made() {
     }
     remove_pod(&daemon, &pod_id).await.unwrap();
 }
+
+/// The pod's IP as PodSandboxStatus reports it.
+async fn pod_ip(daemon: &Skiffd, pod_id: &str) -> String {
+    daemon
+        .runtime()
+        .await
+        .unwrap()
+        .pod_sandbox_status(cri::PodSandboxStatusRequest {
+            pod_sandbox_id: pod_id.into(),
+            verbose: false,
+        })
+        .await
+        .unwrap()
+        .into_inner()
+        .status
+        .and_then(|s| s.network)
+        .map(|n| n.ip)
+        .unwrap_or_default()
+}
+
+/// Creates pods `name-0..count` concurrently, each with a running container printing a line
+/// every 0.2 s; returns (pod ID, container ID) pairs.
+async fn ticking_pods(
+    daemon: &Skiffd,
+    image: &str,
+    logs: &std::path::Path,
+    name: &str,
+    count: usize,
+) -> Vec<(String, String)> {
+    let pods: Vec<_> = (0..count)
+        .map(|i| pod_config(&format!("{name}-{i}"), &format!("{name}-{i}"), logs))
+        .collect();
+    let started = futures::future::join_all(pods.iter().enumerate().map(|(i, pod)| async move {
+        let pod_id = run_pod(daemon, pod).await?;
+        let config = container_config(
+            &format!("{name}-{i}"),
+            image,
+            &["sh", "-c", "while true; do echo tick; sleep 0.2; done"],
+        );
+        let id = start_container(daemon, &pod_id, pod, config).await?;
+        anyhow::Ok((pod_id, id))
+    }))
+    .await;
+    started.into_iter().map(Result::unwrap).collect()
+}
+
+#[tokio::test]
+async fn fifty_running_pods_survive_a_daemon_crash() {
+    const PODS: usize = 50;
+    let Node {
+        registry: _registry,
+        mut daemon,
+        image,
+        logs,
+    } = Node::new().await.unwrap();
+    let started = std::time::Instant::now();
+    let pods = ticking_pods(&daemon, &image, logs.path(), "survivor", PODS).await;
+    let created_in = started.elapsed();
+    let mut ips = std::collections::HashMap::new();
+    for (pod_id, _) in &pods {
+        ips.insert(pod_ip(&daemon, pod_id).await, pod_id.clone());
+    }
+    assert_eq!(ips.len(), PODS, "duplicate pod IPs before the crash");
+
+    let started = std::time::Instant::now();
+    daemon.restart().unwrap();
+    let restarted_in = started.elapsed();
+    let mut runtime = daemon.runtime().await.unwrap();
+    let listed_pods = runtime
+        .list_pod_sandbox(cri::ListPodSandboxRequest::default())
+        .await
+        .unwrap()
+        .into_inner()
+        .items;
+    let listed_containers = runtime
+        .list_containers(cri::ListContainersRequest::default())
+        .await
+        .unwrap()
+        .into_inner()
+        .containers;
+    let answered_in = started.elapsed();
+
+    let mut want_pods: Vec<&String> = pods.iter().map(|(p, _)| p).collect();
+    let mut want_containers: Vec<&String> = pods.iter().map(|(_, c)| c).collect();
+    want_pods.sort();
+    want_containers.sort();
+    let mut got_pods: Vec<&String> = listed_pods.iter().map(|p| &p.id).collect();
+    let mut got_containers: Vec<&String> = listed_containers.iter().map(|c| &c.id).collect();
+    got_pods.sort();
+    got_containers.sort();
+    assert_eq!(got_pods, want_pods);
+    assert_eq!(got_containers, want_containers);
+    let ready = listed_pods
+        .iter()
+        .filter(|p| p.state == cri::PodSandboxState::SandboxReady as i32)
+        .count();
+    let running = listed_containers
+        .iter()
+        .filter(|c| c.state == cri::ContainerState::ContainerRunning as i32)
+        .count();
+    eprintln!(
+        "{PODS} pods with a running container created in {created_in:?}; skiffd SIGKILLed and \
+         serving again in {restarted_in:?}, listing everything in {answered_in:?}; \
+         {ready}/{PODS} pods Ready and {running}/{PODS} containers Running after the restart"
+    );
+    assert_eq!(ready, PODS);
+    assert_eq!(running, PODS);
+    for (pod_id, _) in &pods {
+        let ip = pod_ip(&daemon, pod_id).await;
+        assert_eq!(ips.get(&ip), Some(pod_id), "{pod_id} changed its IP");
+    }
+
+    // The containers really run: a log keeps growing, and exec reaches one.
+    let log = logs.path().join("survivor-0.log");
+    let size = std::fs::metadata(&log).unwrap().len();
+    let deadline = std::time::Instant::now() + Duration::from_secs(10);
+    while std::fs::metadata(&log).unwrap().len() <= size && std::time::Instant::now() < deadline {
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    assert!(
+        std::fs::metadata(&log).unwrap().len() > size,
+        "the log stopped growing after the restart"
+    );
+    let (_, last) = pods.last().unwrap();
+    let reply = exec(&daemon, last, &["echo", "alive"], 5).await.unwrap();
+    assert_eq!(reply.stdout, b"alive\n");
+
+    // New pods get fresh addresses, none taken by a survivor.
+    let fresh = ticking_pods(&daemon, &image, logs.path(), "newcomer", 5).await;
+    for (pod_id, _) in &fresh {
+        let ip = pod_ip(&daemon, pod_id).await;
+        assert!(!ip.is_empty());
+        assert!(
+            ips.insert(ip.clone(), pod_id.clone()).is_none(),
+            "{ip} given twice"
+        );
+    }
+    assert_eq!(ips.len(), PODS + 5);
+
+    let removals = pods
+        .iter()
+        .chain(&fresh)
+        .map(|(pod_id, _)| remove_pod(&daemon, pod_id));
+    for result in futures::future::join_all(removals).await {
+        result.unwrap();
+    }
+    assert_eq!(leases(&daemon), 0);
+    assert_eq!(monitors_of(&daemon), 0);
+    assert!(
+        mounts_under(&daemon).is_empty(),
+        "{:?}",
+        mounts_under(&daemon)
+    );
+}

@@ -12,7 +12,21 @@ impl Images {
     ) -> Result<cri::PullImageResponse, CriError> {
         let name = image_name(request.image.as_ref(), "image")?;
         let auth = registry_auth(request.auth.as_ref())?;
-        let image = self.store.pull(&name, &auth).await?;
+        let image = match self.store.pull(&name, &auth).await {
+            Ok(image) => image,
+            Err(e) => {
+                // A failed pull leaves the store as it was: what it downloaded (the blob of a
+                // rejected layer, the layers of an image that never got recorded) would
+                // otherwise stay until the next removal or restart, even on a full disk.
+                let store = self.store.clone();
+                match tokio::task::spawn_blocking(move || store.discard_unused()).await {
+                    Ok(Err(gc)) => tracing::warn!(error = %gc, "cleaning up after a failed pull"),
+                    Err(join) => tracing::warn!(error = %join, "cleaning up after a failed pull"),
+                    Ok(Ok(_)) => {}
+                }
+                return Err(e.into());
+            }
+        };
         // Like containerd, the image_ref a kubelet gets back is the image ID.
         Ok(cri::PullImageResponse {
             image_ref: image.id,

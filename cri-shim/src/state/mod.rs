@@ -7,8 +7,9 @@ mod records;
 
 pub use records::{ContainerRecord, ContainerState, SandboxRecord, SandboxState};
 
-use redb::{Database, ReadableDatabase, ReadableTable, TableDefinition};
+use redb::{ReadableDatabase, ReadableTable, TableDefinition};
 use serde::{de::DeserializeOwned, Serialize};
+use skiff_runtime::db::ReopeningDb;
 use std::path::Path;
 
 const SANDBOXES: TableDefinition<&str, &[u8]> = TableDefinition::new("sandboxes");
@@ -23,21 +24,31 @@ fn db_err(e: impl Into<redb::Error>) -> StateError {
     StateError(e.into().to_string())
 }
 
-/// The pod and container database.
+/// The pod and container database. After an I/O error (a full disk) it is reopened before
+/// the next use, so skiffd recovers once space is freed.
 #[derive(Debug)]
 pub struct StateStore {
-    db: Database,
+    db: ReopeningDb,
 }
 
 impl StateStore {
     /// Opens or creates the database file.
     pub fn open(path: &Path) -> Result<Self, StateError> {
-        let db = Database::create(path).map_err(db_err)?;
-        let txn = db.begin_write().map_err(db_err)?;
-        txn.open_table(SANDBOXES).map_err(db_err)?;
-        txn.open_table(CONTAINERS).map_err(db_err)?;
-        txn.commit().map_err(db_err)?;
-        Ok(StateStore { db })
+        let store = StateStore {
+            db: ReopeningDb::create(path).map_err(db_err)?,
+        };
+        let handle = store.db.get().map_err(|e| store.err(e))?;
+        let txn = handle.begin_write().map_err(|e| store.err(e))?;
+        txn.open_table(SANDBOXES).map_err(|e| store.err(e))?;
+        txn.open_table(CONTAINERS).map_err(|e| store.err(e))?;
+        txn.commit().map_err(|e| store.err(e))?;
+        drop(handle);
+        Ok(store)
+    }
+
+    /// A database error, noting whether the database must be reopened.
+    fn err(&self, e: impl Into<redb::Error>) -> StateError {
+        db_err(self.db.note(e))
     }
 
     fn put<T: Serialize>(
@@ -47,12 +58,13 @@ impl StateStore {
         value: &T,
     ) -> Result<(), StateError> {
         let bytes = serde_json::to_vec(value).map_err(|e| StateError(e.to_string()))?;
-        let txn = self.db.begin_write().map_err(db_err)?;
+        let handle = self.db.get().map_err(|e| self.err(e))?;
+        let txn = handle.begin_write().map_err(|e| self.err(e))?;
         txn.open_table(table)
-            .map_err(db_err)?
+            .map_err(|e| self.err(e))?
             .insert(key, bytes.as_slice())
-            .map_err(db_err)?;
-        txn.commit().map_err(db_err)
+            .map_err(|e| self.err(e))?;
+        txn.commit().map_err(|e| self.err(e))
     }
 
     fn get<T: DeserializeOwned>(
@@ -60,9 +72,10 @@ impl StateStore {
         table: TableDefinition<&str, &[u8]>,
         key: &str,
     ) -> Result<Option<T>, StateError> {
-        let txn = self.db.begin_read().map_err(db_err)?;
-        let table = txn.open_table(table).map_err(db_err)?;
-        let Some(value) = table.get(key).map_err(db_err)? else {
+        let handle = self.db.get().map_err(|e| self.err(e))?;
+        let txn = handle.begin_read().map_err(|e| self.err(e))?;
+        let table = txn.open_table(table).map_err(|e| self.err(e))?;
+        let Some(value) = table.get(key).map_err(|e| self.err(e))? else {
             return Ok(None);
         };
         serde_json::from_slice(value.value())
@@ -74,11 +87,12 @@ impl StateStore {
         &self,
         table: TableDefinition<&str, &[u8]>,
     ) -> Result<Vec<T>, StateError> {
-        let txn = self.db.begin_read().map_err(db_err)?;
-        let table = txn.open_table(table).map_err(db_err)?;
+        let handle = self.db.get().map_err(|e| self.err(e))?;
+        let txn = handle.begin_read().map_err(|e| self.err(e))?;
+        let table = txn.open_table(table).map_err(|e| self.err(e))?;
         let mut out = Vec::new();
-        for entry in table.iter().map_err(db_err)? {
-            let (key, value) = entry.map_err(db_err)?;
+        for entry in table.iter().map_err(|e| self.err(e))? {
+            let (key, value) = entry.map_err(|e| self.err(e))?;
             let record = serde_json::from_slice(value.value())
                 .map_err(|e| StateError(format!("record {}: {e}", key.value())))?;
             out.push(record);
@@ -87,12 +101,13 @@ impl StateStore {
     }
 
     fn delete(&self, table: TableDefinition<&str, &[u8]>, key: &str) -> Result<(), StateError> {
-        let txn = self.db.begin_write().map_err(db_err)?;
+        let handle = self.db.get().map_err(|e| self.err(e))?;
+        let txn = handle.begin_write().map_err(|e| self.err(e))?;
         txn.open_table(table)
-            .map_err(db_err)?
+            .map_err(|e| self.err(e))?
             .remove(key)
-            .map_err(db_err)?;
-        txn.commit().map_err(db_err)
+            .map_err(|e| self.err(e))?;
+        txn.commit().map_err(|e| self.err(e))
     }
 
     /// Inserts or replaces a sandbox.

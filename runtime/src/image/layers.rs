@@ -2,7 +2,7 @@
 //! every image that has it. Containers stack these directories with overlayfs.
 
 use super::content::{sha256_digest, sha256_hex};
-use super::unpack::unpack_layer;
+use super::unpack::{unpack_layer_limited, UnpackLimits};
 use super::ImageError;
 use std::path::{Path, PathBuf};
 
@@ -10,6 +10,7 @@ use std::path::{Path, PathBuf};
 #[derive(Debug, Clone)]
 pub struct LayerStore {
     root: PathBuf,
+    limits: UnpackLimits,
 }
 
 /// Chain IDs for a stack of DiffIDs, bottom first, as the OCI image spec defines them:
@@ -41,7 +42,14 @@ impl LayerStore {
         }
         Ok(LayerStore {
             root: root.to_path_buf(),
+            limits: UnpackLimits::default(),
         })
+    }
+
+    /// Sets how much one layer may unpack to (default [`UnpackLimits::default`]).
+    pub fn with_limits(mut self, limits: UnpackLimits) -> Self {
+        self.limits = limits;
+        self
     }
 
     /// The directory holding the unpacked layer `chain_id`.
@@ -94,12 +102,11 @@ impl LayerStore {
     ) -> Result<u64, ImageError> {
         let file = std::fs::File::open(blob)
             .map_err(|e| ImageError::io(format!("opening blob {blob_digest}"), e))?;
-        let unpacked = unpack_layer(std::io::BufReader::new(file), temp).map_err(|source| {
-            ImageError::LayerRejected {
+        let unpacked = unpack_layer_limited(std::io::BufReader::new(file), temp, &self.limits)
+            .map_err(|source| ImageError::LayerRejected {
                 digest: blob_digest.to_string(),
                 source,
-            }
-        })?;
+            })?;
         if unpacked.diff_id != diff_id {
             return Err(ImageError::DigestMismatch {
                 digest: blob_digest.to_string(),

@@ -1,7 +1,8 @@
 //! Image metadata in redb: one record per image ID, written only when an image is complete.
 
 use super::ImageError;
-use redb::{Database, ReadableDatabase, ReadableTable, TableDefinition};
+use crate::db::ReopeningDb;
+use redb::{ReadableDatabase, ReadableTable, TableDefinition};
 use serde::{Deserialize, Serialize};
 use std::path::Path;
 
@@ -43,7 +44,7 @@ pub struct LayerRecord {
 /// The metadata database.
 #[derive(Debug)]
 pub struct MetadataDb {
-    db: Database,
+    db: ReopeningDb,
 }
 
 fn db_err(e: impl Into<redb::Error>) -> ImageError {
@@ -61,21 +62,31 @@ fn encode(record: &ImageRecord) -> Result<Vec<u8>, ImageError> {
 impl MetadataDb {
     /// Opens or creates the database file.
     pub fn open(path: &Path) -> Result<Self, ImageError> {
-        let db = Database::create(path).map_err(db_err)?;
+        let db = MetadataDb {
+            db: ReopeningDb::create(path).map_err(db_err)?,
+        };
         // Create the table up front so read transactions never see it missing.
-        let txn = db.begin_write().map_err(db_err)?;
-        txn.open_table(IMAGES).map_err(db_err)?;
-        txn.commit().map_err(db_err)?;
-        Ok(MetadataDb { db })
+        let handle = db.db.get().map_err(db_err)?;
+        let txn = handle.begin_write().map_err(|e| db.err(e))?;
+        txn.open_table(IMAGES).map_err(|e| db.err(e))?;
+        txn.commit().map_err(|e| db.err(e))?;
+        drop(handle);
+        Ok(db)
+    }
+
+    /// A database error, noting whether the database must be reopened.
+    fn err(&self, e: impl Into<redb::Error>) -> ImageError {
+        db_err(self.db.note(e))
     }
 
     /// All images.
     pub fn all(&self) -> Result<Vec<ImageRecord>, ImageError> {
-        let txn = self.db.begin_read().map_err(db_err)?;
-        let table = txn.open_table(IMAGES).map_err(db_err)?;
+        let handle = self.db.get().map_err(|e| self.err(e))?;
+        let txn = handle.begin_read().map_err(|e| self.err(e))?;
+        let table = txn.open_table(IMAGES).map_err(|e| self.err(e))?;
         let mut out = Vec::new();
-        for entry in table.iter().map_err(db_err)? {
-            let (_, value) = entry.map_err(db_err)?;
+        for entry in table.iter().map_err(|e| self.err(e))? {
+            let (_, value) = entry.map_err(|e| self.err(e))?;
             out.push(decode(value.value())?);
         }
         Ok(out)
@@ -85,12 +96,13 @@ impl MetadataDb {
     /// takes its tags away from any other image (a tag names one image at a time), in one
     /// transaction. Returns the stored record.
     pub fn add(&self, mut record: ImageRecord) -> Result<ImageRecord, ImageError> {
-        let txn = self.db.begin_write().map_err(db_err)?;
+        let handle = self.db.get().map_err(|e| self.err(e))?;
+        let txn = handle.begin_write().map_err(|e| self.err(e))?;
         {
-            let mut table = txn.open_table(IMAGES).map_err(db_err)?;
+            let mut table = txn.open_table(IMAGES).map_err(|e| self.err(e))?;
             let mut others = Vec::new();
-            for entry in table.iter().map_err(db_err)? {
-                let (_, value) = entry.map_err(db_err)?;
+            for entry in table.iter().map_err(|e| self.err(e))? {
+                let (_, value) = entry.map_err(|e| self.err(e))?;
                 others.push(decode(value.value())?);
             }
             for mut other in others {
@@ -105,28 +117,29 @@ impl MetadataDb {
                 if other.repo_tags.len() != before {
                     table
                         .insert(other.id.as_str(), encode(&other)?.as_slice())
-                        .map_err(db_err)?;
+                        .map_err(|e| self.err(e))?;
                 }
             }
             record.repo_tags.sort();
             record.repo_digests.sort();
             table
                 .insert(record.id.as_str(), encode(&record)?.as_slice())
-                .map_err(db_err)?;
+                .map_err(|e| self.err(e))?;
         }
-        txn.commit().map_err(db_err)?;
+        txn.commit().map_err(|e| self.err(e))?;
         Ok(record)
     }
 
     /// Deletes an image record; returns whether it existed.
     pub fn remove(&self, id: &str) -> Result<bool, ImageError> {
-        let txn = self.db.begin_write().map_err(db_err)?;
+        let handle = self.db.get().map_err(|e| self.err(e))?;
+        let txn = handle.begin_write().map_err(|e| self.err(e))?;
         let existed = {
-            let mut table = txn.open_table(IMAGES).map_err(db_err)?;
-            let removed = table.remove(id).map_err(db_err)?;
+            let mut table = txn.open_table(IMAGES).map_err(|e| self.err(e))?;
+            let removed = table.remove(id).map_err(|e| self.err(e))?;
             removed.is_some()
         };
-        txn.commit().map_err(db_err)?;
+        txn.commit().map_err(|e| self.err(e))?;
         Ok(existed)
     }
 }

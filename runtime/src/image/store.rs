@@ -83,6 +83,12 @@ impl ImageStore {
         Ok(store)
     }
 
+    /// Sets how much one layer may unpack to; layers beyond it are refused (gzip bombs).
+    pub fn with_unpack_limits(mut self, limits: super::unpack::UnpackLimits) -> Self {
+        self.layers = self.layers.with_limits(limits);
+        self
+    }
+
     /// The directory everything lives under.
     pub fn root(&self) -> &Path {
         &self.root
@@ -179,6 +185,17 @@ impl ImageStore {
         let removed = self.db.remove(&image.id)?;
         self.collect_garbage()?;
         Ok(removed)
+    }
+
+    /// After a failed pull: deletes the blobs and layers it left that no image references,
+    /// unless another pull is in progress (its downloads are not recorded yet; the next
+    /// removal or restart collects them). Returns whether it ran. Blocking.
+    pub fn discard_unused(&self) -> Result<bool, ImageError> {
+        let Ok(_exclusive) = self.gc_lock.try_write() else {
+            return Ok(false);
+        };
+        self.collect_garbage()?;
+        Ok(true)
     }
 
     /// Deletes blobs and unpacked layers that no recorded image references.

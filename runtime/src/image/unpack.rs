@@ -30,6 +30,12 @@ use rustix::io::Errno;
 use sha2::{Digest, Sha256};
 use tar::EntryType;
 
+mod limits;
+use limits::{Breach, Meter};
+pub use limits::{
+    UnpackLimits, DEFAULT_MAX_LAYER_BYTES, DEFAULT_MAX_LAYER_ENTRIES, MAX_METADATA_BYTES,
+};
+
 /// Result of unpacking one layer.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct UnpackedLayer {
@@ -80,6 +86,41 @@ pub enum UnpackError {
         /// The type, as the tar crate names it, with its type flag byte.
         kind: String,
     },
+    /// The uncompressed stream is longer than [`UnpackLimits::max_bytes`] (a decompression
+    /// bomb, or a layer too big for this node).
+    #[error("the uncompressed layer exceeds the limit of {limit} bytes")]
+    TooLarge {
+        /// The limit, in bytes.
+        limit: u64,
+    },
+    /// An entry declares more content than the rest of the byte limit allows; refused before
+    /// any of it is written.
+    #[error(
+        "tar entry {entry:?} declares {size} bytes, more than the {left} left of the limit of \
+         {limit} uncompressed bytes per layer"
+    )]
+    EntryTooLarge {
+        /// The entry's path as written in the tar.
+        entry: String,
+        /// The size its header declares.
+        size: u64,
+        /// What was left of the limit when the entry came.
+        left: u64,
+        /// The limit, in bytes.
+        limit: u64,
+    },
+    /// The layer has more entries than [`UnpackLimits::max_entries`].
+    #[error("the layer has more than {limit} entries, the limit")]
+    TooManyEntries {
+        /// The limit.
+        limit: u64,
+    },
+    /// One entry's header records (long names, PAX) exceed [`MAX_METADATA_BYTES`].
+    #[error("a tar header with its long-name and PAX records exceeds {limit} bytes")]
+    HeaderTooLarge {
+        /// The limit, in bytes.
+        limit: u64,
+    },
     /// A filesystem operation failed while writing the entry.
     #[error("tar entry {entry:?}: {op} failed: {source}")]
     Io {
@@ -94,6 +135,18 @@ pub enum UnpackError {
 }
 
 impl UnpackError {
+    /// True when the layer was refused for crossing a configured size or count limit, not
+    /// for being malformed or hostile.
+    pub fn is_limit(&self) -> bool {
+        matches!(
+            self,
+            UnpackError::TooLarge { .. }
+                | UnpackError::EntryTooLarge { .. }
+                | UnpackError::TooManyEntries { .. }
+                | UnpackError::HeaderTooLarge { .. }
+        )
+    }
+
     fn escape(entry: &str, reason: impl Into<String>) -> Self {
         UnpackError::PathEscape {
             entry: entry.to_string(),
@@ -132,14 +185,27 @@ const OVERLAY_XATTR_PREFIXES: [&[u8]; 2] = [b"trusted.overlay.", b"user.overlay.
 const PAX_XATTR_PREFIX: &[u8] = b"SCHILY.xattr.";
 
 /// Extracts one OCI layer (`blob`: a tar, gzip- or zstd-compressed tar) into `dest`, an existing
-/// empty directory, and returns its DiffID and the bytes of file content written.
-///
-/// OCI whiteouts become overlayfs whiteouts. Entries that would land outside `dest` (absolute
-/// paths, `..` climbing out, a symlink among the parent components, hard links whose target is
-/// outside or missing) abort the extraction with an error naming the entry.
+/// empty directory, and returns its DiffID and the bytes of file content written. The default
+/// [`UnpackLimits`] apply; see [`unpack_layer_limited`].
 ///
 /// Blocking; needs root (chown, mknod, `trusted.*` xattrs).
 pub fn unpack_layer<R: Read>(blob: R, dest: &Path) -> Result<UnpackedLayer, UnpackError> {
+    unpack_layer_limited(blob, dest, &UnpackLimits::default())
+}
+
+/// Like [`unpack_layer`], refusing a layer that expands beyond `limits`.
+///
+/// OCI whiteouts become overlayfs whiteouts. Entries that would land outside `dest` (absolute
+/// paths, `..` climbing out, a symlink among the parent components, hard links whose target is
+/// outside or missing) abort the extraction with an error naming the entry. A stream longer
+/// than `limits.max_bytes` is not decompressed further than one byte past the limit.
+///
+/// Blocking; needs root (chown, mknod, `trusted.*` xattrs).
+pub fn unpack_layer_limited<R: Read>(
+    blob: R,
+    dest: &Path,
+    limits: &UnpackLimits,
+) -> Result<UnpackedLayer, UnpackError> {
     let root = rfs::open(
         dest,
         OFlags::RDONLY | OFlags::DIRECTORY | OFlags::CLOEXEC,
@@ -150,22 +216,54 @@ pub fn unpack_layer<R: Read>(blob: R, dest: &Path) -> Result<UnpackedLayer, Unpa
         source: e.into(),
     })?;
 
-    let stream = HashingReader::new(decompress(blob).map_err(UnpackError::Read)?);
-    let mut archive = tar::Archive::new(stream);
+    let meter = Meter::new(limits.max_bytes);
+    let stream = HashingReader::new(meter.reader(decompress(blob).map_err(UnpackError::Read)?));
     let mut extractor = Extractor {
         root,
         size: 0,
         dir_times: BTreeMap::new(),
+        meter: meter.clone(),
+        max_bytes: limits.max_bytes,
     };
-    for entry in archive.entries().map_err(UnpackError::Read)? {
-        extractor.extract(entry.map_err(UnpackError::Read)?)?;
+    // Once a bound is crossed, whatever error the tar reader made of it is reported as the
+    // limit, which is what the user needs to know.
+    let over_limit = |e: UnpackError| match meter.breach() {
+        Some(Breach::Bytes) => UnpackError::TooLarge {
+            limit: limits.max_bytes,
+        },
+        Some(Breach::Metadata) => UnpackError::HeaderTooLarge {
+            limit: MAX_METADATA_BYTES,
+        },
+        None => e,
+    };
+    let mut archive = tar::Archive::new(stream);
+    let mut entries = archive.entries().map_err(UnpackError::Read)?;
+    let mut count = 0u64;
+    loop {
+        meter.start_metadata();
+        let Some(entry) = entries.next() else {
+            break;
+        };
+        meter.start_content();
+        let mut entry = entry.map_err(|e| over_limit(UnpackError::Read(e)))?;
+        count += 1;
+        if count > limits.max_entries {
+            return Err(UnpackError::TooManyEntries {
+                limit: limits.max_entries,
+            });
+        }
+        extractor.extract(&mut entry).map_err(over_limit)?;
+        // Content nobody wrote (a whiteout or a link with data) is read here, as content, so
+        // the tar reader never skips over it while only header bytes are allowed.
+        io::copy(&mut entry, &mut io::sink()).map_err(|e| over_limit(UnpackError::Read(e)))?;
     }
+    meter.start_content();
     extractor.set_dir_times()?;
 
     // The DiffID covers the whole stream, including the zero blocks and padding after the last
     // entry that the tar reader stops short of.
     let mut stream = archive.into_inner();
-    io::copy(&mut stream, &mut io::sink()).map_err(UnpackError::Read)?;
+    io::copy(&mut stream, &mut io::sink()).map_err(|e| over_limit(UnpackError::Read(e)))?;
     Ok(UnpackedLayer {
         diff_id: format!("sha256:{}", hex::encode(stream.hasher.finalize())),
         size: extractor.size,
@@ -397,6 +495,10 @@ struct Extractor {
     size: u64,
     /// Directory mtimes, applied at the end because writing their contents changes them.
     dir_times: BTreeMap<Vec<Vec<u8>>, Timespec>,
+    /// Counts the stream, to refuse an entry bigger than what is left of the byte limit.
+    meter: Meter,
+    /// The byte limit, for messages.
+    max_bytes: u64,
 }
 
 impl Extractor {
@@ -483,7 +585,7 @@ impl Extractor {
     }
 
     /// Extracts one tar entry.
-    fn extract<R: Read>(&mut self, mut entry: tar::Entry<'_, R>) -> Result<(), UnpackError> {
+    fn extract<R: Read>(&mut self, entry: &mut tar::Entry<'_, R>) -> Result<(), UnpackError> {
         let raw_path = entry.path_bytes().into_owned();
         let name = String::from_utf8_lossy(&raw_path).into_owned();
         let kind = entry.header().entry_type();
@@ -508,13 +610,13 @@ impl Extractor {
             return self.whiteout(&name, parents, leaf);
         }
 
-        let meta = Metadata::from_entry(&mut entry, &name)?;
+        let meta = Metadata::from_entry(entry, &name)?;
         let dir = self.open_dir(&name, "path", parents, true)?;
         let dir = dir.as_fd();
         match kind {
             EntryType::Regular | EntryType::Continuous => {
                 self.clear_slot(&name, dir, leaf, false)?;
-                self.write_file(&name, dir, leaf, &mut entry)?;
+                self.write_file(&name, dir, leaf, entry)?;
                 apply_metadata(&name, dir, leaf, &meta, NodeKind::Other)
             }
             EntryType::Directory => {
@@ -538,7 +640,7 @@ impl Extractor {
                     .map_err(|e| UnpackError::io(&name, "creating symlink", e))?;
                 apply_metadata(&name, dir, leaf, &meta, NodeKind::Symlink)
             }
-            EntryType::Link => self.hard_link(&name, &parts, dir, leaf, &entry),
+            EntryType::Link => self.hard_link(&name, &parts, dir, leaf, entry),
             EntryType::Char | EntryType::Block | EntryType::Fifo => {
                 let (file_type, dev) = match kind {
                     EntryType::Fifo => (FileType::Fifo, 0),
@@ -577,6 +679,16 @@ impl Extractor {
         leaf: &[u8],
         entry: &mut tar::Entry<'_, R>,
     ) -> Result<(), UnpackError> {
+        // A bomb declares its size up front: refuse it before writing a byte.
+        let (declared, left) = (entry.size(), self.meter.remaining());
+        if declared > left {
+            return Err(UnpackError::EntryTooLarge {
+                entry: name.to_string(),
+                size: declared,
+                left,
+                limit: self.max_bytes,
+            });
+        }
         // EXCL + NOFOLLOW: we only ever write into a file we just created.
         let fd = rfs::openat(
             dir,

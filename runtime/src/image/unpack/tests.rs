@@ -724,3 +724,143 @@ fn hardlink_target_must_already_be_in_the_layer() {
     );
     assert!(listing(&sb.dest).is_empty());
 }
+
+/// A tar header alone (no content), declaring `size` bytes of content.
+fn bare_header(kind: EntryType, path: &[u8], size: u64) -> Vec<u8> {
+    let mut header = TarWriter::header(kind, path, 0o644);
+    header.set_size(size);
+    header.set_cksum();
+    header.as_bytes().to_vec()
+}
+
+fn limits(max_bytes: u64, max_entries: u64) -> UnpackLimits {
+    UnpackLimits {
+        max_bytes,
+        max_entries,
+    }
+}
+
+#[test]
+fn a_file_declaring_more_than_the_limit_is_refused_before_a_byte_is_written() {
+    let sb = sandbox();
+    // 4 GiB of zeros behind one header, produced lazily: the unpacker must not read it.
+    let bomb = io::Cursor::new(bare_header(EntryType::Regular, b"zeros", 4 << 30))
+        .chain(io::repeat(0).take(4 << 30));
+    let err = unpack_layer_limited(bomb, &sb.dest, &limits(1 << 20, 100)).unwrap_err();
+    assert!(
+        matches!(&err, UnpackError::EntryTooLarge { entry, size, limit, .. }
+            if entry == "zeros" && *size == 4 << 30 && *limit == 1 << 20),
+        "{err:?}"
+    );
+    assert!(err.is_limit());
+    assert!(
+        err.to_string().contains("1048576"),
+        "names the limit: {err}"
+    );
+    assert!(listing(&sb.dest).is_empty());
+}
+
+#[test]
+fn files_that_add_up_past_the_limit_are_refused() {
+    let sb = sandbox();
+    let chunk = vec![1u8; 300 * 1024];
+    let tar = TarWriter::new()
+        .file("a", 0o644, &chunk)
+        .file("b", 0o644, &chunk)
+        .file("c", 0o644, &chunk)
+        .file("d", 0o644, &chunk)
+        .finish();
+    let err = unpack_layer_limited(&tar[..], &sb.dest, &limits(1 << 20, 100)).unwrap_err();
+    // Three files and their headers fit; the fourth is refused before it is written.
+    let used = 3 * (512 + chunk.len() as u64);
+    assert!(
+        matches!(&err, UnpackError::EntryTooLarge { entry, left, .. }
+            if entry == "d" && *left == (1 << 20) - used - 512),
+        "{err:?}"
+    );
+    assert_eq!(listing(&sb.dest), ["a", "b", "c"]);
+    // The same layer within a limit that fits it exactly unpacks.
+    let sb = sandbox();
+    let layer = unpack_layer_limited(&tar[..], &sb.dest, &limits(tar.len() as u64, 4)).unwrap();
+    assert_eq!(layer.size, 4 * chunk.len() as u64);
+}
+
+#[test]
+fn a_gzip_bomb_after_the_archive_end_is_not_decompressed_past_the_limit() {
+    let sb = sandbox();
+    let mut tar = TarWriter::new().file("small", 0o644, b"hi").finish();
+    // The tar is over, but the stream goes on with 64 MiB of zeros (a few KiB compressed).
+    tar.resize(tar.len() + (64 << 20), 0);
+    let mut gz = flate2::write::GzEncoder::new(Vec::new(), flate2::Compression::fast());
+    gz.write_all(&tar).unwrap();
+    let blob = gz.finish().unwrap();
+    assert!(blob.len() < 1 << 20, "compressed to {} bytes", blob.len());
+    let err = unpack_layer_limited(&blob[..], &sb.dest, &limits(8 << 20, 100)).unwrap_err();
+    assert!(
+        matches!(err, UnpackError::TooLarge { limit } if limit == 8 << 20),
+        "{err:?}"
+    );
+    assert!(err.is_limit());
+}
+
+#[test]
+fn a_huge_long_name_record_is_refused_without_buffering_it() {
+    let sb = sandbox();
+    // A GNU long-name record claiming 1 GiB: the tar crate would read it all into memory.
+    let bomb = io::Cursor::new(bare_header(
+        EntryType::GNULongName,
+        b"././@LongLink",
+        1 << 30,
+    ))
+    .chain(io::repeat(b'a').take(1 << 30));
+    let err = unpack_layer_limited(bomb, &sb.dest, &UnpackLimits::default()).unwrap_err();
+    assert!(
+        matches!(err, UnpackError::HeaderTooLarge { limit } if limit == MAX_METADATA_BYTES),
+        "{err:?}"
+    );
+    assert!(listing(&sb.dest).is_empty());
+}
+
+#[test]
+fn too_many_entries_are_refused() {
+    let sb = sandbox();
+    let mut writer = TarWriter::new();
+    for i in 0..6 {
+        writer.file(&format!("f{i}"), 0o644, b"");
+    }
+    let tar = writer.finish();
+    let err = unpack_layer_limited(&tar[..], &sb.dest, &limits(1 << 20, 5)).unwrap_err();
+    assert!(
+        matches!(err, UnpackError::TooManyEntries { limit: 5 }),
+        "{err:?}"
+    );
+    let sb = sandbox();
+    unpack_layer_limited(&tar[..], &sb.dest, &limits(1 << 20, 6)).unwrap();
+}
+
+#[test]
+fn a_file_whose_content_ends_early_is_a_read_error_not_a_limit() {
+    let sb = sandbox();
+    let mut tar = bare_header(EntryType::Regular, b"short", 1 << 30);
+    tar.extend_from_slice(&[7u8; 1000]);
+    let err = unpack_layer(&tar[..], &sb.dest).unwrap_err();
+    assert!(matches!(err, UnpackError::Read(_)), "{err:?}");
+    assert!(!err.is_limit());
+    assert!(err.to_string().contains("truncated"), "{err}");
+}
+
+#[test]
+fn unread_content_of_a_whiteout_counts_as_content_not_header() {
+    let sb = sandbox();
+    // A whiteout carrying 2 MiB of data: skipped, within the byte limit, and not mistaken for
+    // an oversized header.
+    let mut header = TarWriter::header(EntryType::Regular, b".wh.gone", 0o644);
+    header.set_size(0);
+    let data = vec![0u8; 2 << 20];
+    let tar = TarWriter::new()
+        .add(header, &data)
+        .file("kept", 0o644, b"x")
+        .finish();
+    unpack_layer_limited(&tar[..], &sb.dest, &limits(4 << 20, 10)).unwrap();
+    assert_eq!(listing(&sb.dest), ["gone", "kept"]);
+}
