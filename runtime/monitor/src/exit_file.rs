@@ -65,13 +65,15 @@ pub(crate) fn write_exit_file(path: &Path, status: &ExitStatus) -> Result<(), Mo
     };
     let json = serde_json::to_vec(&record).expect("exit record serializes");
     let ctx = |what: &str| format!("{what} exit file {}", path.display());
-    if let Some(dir) = path.parent() {
-        std::fs::create_dir_all(dir).map_err(|e| MonitorError::io(ctx("creating dir of"), e))?;
-    }
     let mut tmp = path.as_os_str().to_owned();
     tmp.push(".tmp");
-    let mut file =
-        std::fs::File::create(&tmp).map_err(|e| MonitorError::io(ctx("creating temp"), e))?;
+    let mut file = match std::fs::File::create(&tmp) {
+        Ok(file) => file,
+        // The container's directory is gone: it was removed while we were still reaping, and
+        // nobody will read the file. Recreating the directory would leak it.
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(()),
+        Err(e) => return Err(MonitorError::io(ctx("creating temp"), e)),
+    };
     file.write_all(&json)
         .and_then(|()| file.sync_all())
         .map_err(|e| MonitorError::io(ctx("writing"), e))?;
@@ -122,7 +124,7 @@ mod tests {
     #[test]
     fn round_trips_and_reports_missing() {
         let dir = tempfile::tempdir().unwrap();
-        let path = dir.path().join("exit/c1.json");
+        let path = dir.path().join("c1.json");
         assert_eq!(read_exit_file(&path).unwrap(), None);
         let status = ExitStatus::from_wait(
             WaitStatus::Exited(Pid::from_raw(1), 3),
@@ -136,8 +138,13 @@ mod tests {
             text,
             r#"{"exit_code":3,"signal":null,"finished_at":"2023-11-14T22:13:20.123456789Z","oom_killed":false}"#
         );
-        assert_eq!(read_exit_file(&path).unwrap(), Some(status));
-        assert!(!dir.path().join("exit/c1.json.tmp").exists());
+        assert_eq!(read_exit_file(&path).unwrap(), Some(status.clone()));
+        assert!(!dir.path().join("c1.json.tmp").exists());
+
+        // A container removed before its monitor wrote the file: nothing is recreated.
+        let gone = dir.path().join("removed/exit.json");
+        write_exit_file(&gone, &status).unwrap();
+        assert!(!dir.path().join("removed").exists());
 
         std::fs::write(&path, "{").unwrap();
         assert!(matches!(
