@@ -42,7 +42,7 @@ pub fn run(conf: &Config) -> Result<(), CniError> {
     if conf.ip_masq && !nft::available() {
         return Err(unavailable(
             "nftables unavailable",
-            "ipMasq is set but no nft executable was found".into(),
+            "ipMasq is set but the kernel's nf_tables does not answer over netlink".into(),
         ));
     }
     Ok(())

@@ -354,7 +354,7 @@ pub fn status() -> Result<(), CniError> {
         Err(CniError::new(
             ErrorCode::NotAvailable,
             "nftables unavailable",
-            "no nft executable was found",
+            "the kernel's nf_tables does not answer over netlink",
         ))
     }
 }
