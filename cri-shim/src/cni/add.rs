@@ -10,19 +10,30 @@ use super::{check_sandbox_id, request, Attachment, Cni, CniError, PodNetwork, IF
 
 impl Cni {
     /// Attaches the sandbox to the network of the conf dir and caches the result.
+    ///
+    /// On failure the plugins already run are deleted again; when that worked (or nothing had
+    /// run yet) the error is [`CniError::RolledBack`] and nothing is owed.
     pub async fn add(&self, a: &Attachment) -> Result<PodNetwork, CniError> {
         let _shared = self.gc_lock.read().await;
-        check_sandbox_id(&a.sandbox_id)?;
+        // Nothing has run before the first plugin: an error there leaves nothing to undo.
+        let nothing_to_undo = |e: CniError| CniError::RolledBack(Box::new(e));
+        check_sandbox_id(&a.sandbox_id).map_err(nothing_to_undo)?;
         if a.netns.as_os_str().is_empty() {
-            return Err(CniError::InvalidAttachment(
+            return Err(nothing_to_undo(CniError::InvalidAttachment(
                 "ADD needs a network namespace".into(),
-            ));
+            )));
         }
-        let (net, list) = self.current_list()?;
-        let plugins = self.resolve(&list.name, &list.plugins)?;
-        let version = self.negotiate(&list, &plugins).await?;
-        let capability_args = request::capability_args(&a.port_mappings)?;
-        let cni_args = exec::cni_args(a)?;
+        let (net, list) = self.current_list().map_err(nothing_to_undo)?;
+        let plugins = self
+            .resolve(&list.name, &list.plugins)
+            .map_err(nothing_to_undo)?;
+        let version = self
+            .negotiate(&list, &plugins)
+            .await
+            .map_err(nothing_to_undo)?;
+        let capability_args =
+            request::capability_args(&a.port_mappings).map_err(nothing_to_undo)?;
+        let cni_args = exec::cni_args(a).map_err(nothing_to_undo)?;
         let ctx = AttachCtx {
             network: &list.name,
             version: &version,
@@ -38,8 +49,7 @@ impl Cni {
                 Ok(result) => prev = Some(result),
                 Err(e) => {
                     // The failed plugin may have done part of its work: DEL it too.
-                    self.roll_back(&plugins[..=i], &ctx, prev.as_ref()).await;
-                    return Err(e);
+                    return Err(self.roll_back(&plugins[..=i], &ctx, prev.as_ref(), e).await);
                 }
             }
         }
@@ -57,8 +67,7 @@ impl Cni {
         };
         // Without the cache, DEL would run without prevResult: undo rather than half-succeed.
         if let Err(e) = self.cache.write(&entry).await {
-            self.roll_back(&plugins, &ctx, Some(&result)).await;
-            return Err(e);
+            return Err(self.roll_back(&plugins, &ctx, Some(&result), e).await);
         }
         Ok(PodNetwork {
             ips: pod_ips(&result),
@@ -87,10 +96,22 @@ impl Cni {
     }
 
     /// DEL of `plugins` after a failed ADD; errors are only logged, the ADD error is the news.
-    async fn roll_back(&self, plugins: &[Plugin], ctx: &AttachCtx<'_>, prev: Option<&Value>) {
+    /// DELs `plugins` after ADD failed with `error`; returns the error to report, marked
+    /// [`CniError::RolledBack`] when the DEL worked.
+    async fn roll_back(
+        &self,
+        plugins: &[Plugin],
+        ctx: &AttachCtx<'_>,
+        prev: Option<&Value>,
+        error: CniError,
+    ) -> CniError {
         let plugins = plugins.iter().cloned().map(Ok).collect();
-        if let Err(e) = self.del_chain(plugins, ctx, prev).await {
-            tracing::warn!(sandbox = ctx.sandbox_id, "undoing a failed CNI ADD: {e}");
+        match self.del_chain(plugins, ctx, prev).await {
+            Ok(()) => CniError::RolledBack(Box::new(error)),
+            Err(e) => {
+                tracing::warn!(sandbox = ctx.sandbox_id, "undoing a failed CNI ADD: {e}");
+                error
+            }
         }
     }
 }

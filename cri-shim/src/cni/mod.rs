@@ -115,6 +115,10 @@ pub enum CniError {
         /// Which versions each side supports.
         reason: String,
     },
+    /// ADD failed with the inner error, and DEL undid every plugin it had run: the caller
+    /// owes no DEL (running one would wait on a hanging plugin again).
+    #[error(transparent)]
+    RolledBack(Box<CniError>),
     /// A plugin reported an error.
     #[error("plugin {plugin} {command} failed{}: {msg}{}", code_text(*.code), details_text(.details))]
     Plugin {

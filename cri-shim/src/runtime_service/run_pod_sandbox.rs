@@ -4,6 +4,7 @@
 //! waits for the one in progress) instead of a "name is reserved" error, as CRI-O does.
 
 use super::Runtime;
+use crate::cni::CniError;
 use crate::error::CriError;
 use crate::failpoint::crash_point;
 use crate::sandbox::files::{self, PodFiles};
@@ -173,11 +174,19 @@ impl Runtime {
         // Owed from here on: a crash during ADD is cleaned by DEL on rollback or by GC.
         record.network_attached = true;
         self.state.put_sandbox(record)?;
-        let network = self
-            .cni
-            .add(&attachment)
-            .await
-            .map_err(|e| CriError::Internal(format!("setting up the pod network: {e}")))?;
+        let network = match self.cni.add(&attachment).await {
+            Ok(network) => network,
+            Err(e) => {
+                if matches!(e, CniError::RolledBack(_)) {
+                    // ADD undid itself: no DEL owed (a hanging plugin would hang it again).
+                    record.network_attached = false;
+                    self.state.put_sandbox(record)?;
+                }
+                return Err(CriError::Internal(format!(
+                    "setting up the pod network: {e}"
+                )));
+            }
+        };
         crash_point("sandbox-network-added");
         record.ips = network.ips;
         record.cni_result = Some(network.result);
