@@ -302,6 +302,11 @@ async fn bad_sandbox_requests_are_refused_and_leave_nothing() {
     assert_eq!(err.code(), Code::InvalidArgument, "{err}");
     let err = pod_status(&daemon, "").await.unwrap_err();
     assert_eq!(err.code(), Code::InvalidArgument);
+    let too_long = "h".repeat(65);
+    let err = run_pod(&daemon, pod_config("long", &too_long))
+        .await
+        .unwrap_err();
+    assert_eq!(err.code(), Code::InvalidArgument, "{err}");
     assert!(list_pods(&daemon, Default::default()).await.is_empty());
     let sandboxes = daemon.dir().join("run/sandboxes");
     assert_eq!(
@@ -310,6 +315,34 @@ async fn bad_sandbox_requests_are_refused_and_leave_nothing() {
             .unwrap_or(0),
         0
     );
+}
+
+#[tokio::test]
+async fn a_pod_without_a_hostname_gets_the_hosts_even_with_a_long_name() {
+    // critest names its pods "create-PodSandbox-for-container-<uuid>", longer than a hostname
+    // may be, and sets no hostname: like containerd, the pod keeps the host's.
+    let daemon = Skiffd::start("").unwrap();
+    let name = format!("create-PodSandbox-for-container-{}", "0".repeat(36));
+    let id = run_pod(&daemon, pod_config(&name, "")).await.unwrap();
+    let dir = sandbox_dir(&daemon, &id);
+    let host = nix::unistd::gethostname().unwrap();
+    let host = host.to_str().unwrap();
+    assert_eq!(in_ns("uts", &dir.join("ns/uts"), &["hostname"]).trim(), host);
+    assert_eq!(
+        std::fs::read_to_string(dir.join("hostname")).unwrap().trim(),
+        host
+    );
+    let mut runtime = daemon.runtime().await.unwrap();
+    runtime
+        .stop_pod_sandbox(cri::StopPodSandboxRequest {
+            pod_sandbox_id: id.clone(),
+        })
+        .await
+        .unwrap();
+    runtime
+        .remove_pod_sandbox(cri::RemovePodSandboxRequest { pod_sandbox_id: id })
+        .await
+        .unwrap();
 }
 
 #[tokio::test]

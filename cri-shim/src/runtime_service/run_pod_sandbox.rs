@@ -36,6 +36,7 @@ impl Runtime {
             )));
         }
         let modes = namespace_modes(&config)?;
+        let hostname = pod_hostname(&config, modes.host_network)?;
         let name_key = format!(
             "{}_{}_{}_{}",
             meta.name, meta.namespace, meta.uid, meta.attempt
@@ -97,7 +98,6 @@ impl Runtime {
         self.state.put_sandbox(&record)?;
         crash_point("sandbox-recorded");
 
-        let hostname = pod_hostname(&config, modes.host_network);
         let dns = config.dns_config.clone();
         let host_network = modes.host_network;
         let shared_pid = modes.shared_pid;
@@ -231,20 +231,21 @@ pub(super) fn namespace_modes(config: &cri::PodSandboxConfig) -> Result<Namespac
     })
 }
 
-/// The pod's hostname: as asked, else the pod name; with host networking, the host's.
-fn pod_hostname(config: &cri::PodSandboxConfig, host_network: bool) -> String {
-    if host_network {
-        return nix::unistd::gethostname()
+/// The pod's hostname: as asked; with host networking, or when none is asked, the host's (as
+/// containerd does; a pod name can be longer than a hostname may be).
+fn pod_hostname(config: &cri::PodSandboxConfig, host_network: bool) -> Result<String, CriError> {
+    if host_network || config.hostname.is_empty() {
+        return Ok(nix::unistd::gethostname()
             .ok()
             .and_then(|h| h.into_string().ok())
-            .unwrap_or_default();
+            .unwrap_or_default());
     }
-    if !config.hostname.is_empty() {
-        return config.hostname.clone();
+    // HOST_NAME_MAX on Linux.
+    if config.hostname.len() > 64 || config.hostname.contains(['\0', '/']) {
+        return Err(CriError::InvalidArgument(format!(
+            "hostname {:?} is not a valid hostname (at most 64 bytes)",
+            config.hostname
+        )));
     }
-    config
-        .metadata
-        .as_ref()
-        .map(|m| m.name.clone())
-        .unwrap_or_default()
+    Ok(config.hostname.clone())
 }
