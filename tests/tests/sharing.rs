@@ -167,6 +167,94 @@ async fn host_paths_mount_also_through_a_symlink() {
     remove_pod(&daemon, &pod_id).await.unwrap();
 }
 
+/// A host directory made a shared mount point of its own, unmounted (with whatever was mounted
+/// below it) when dropped, also when the test fails.
+struct SharedMount {
+    dir: tempfile::TempDir,
+}
+
+impl SharedMount {
+    fn new() -> SharedMount {
+        use nix::mount::{mount, MsFlags};
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path();
+        mount(
+            Some(path),
+            path,
+            None::<&str>,
+            MsFlags::MS_BIND | MsFlags::MS_REC,
+            None::<&str>,
+        )
+        .unwrap();
+        mount(
+            None::<&str>,
+            path,
+            None::<&str>,
+            MsFlags::MS_SHARED | MsFlags::MS_REC,
+            None::<&str>,
+        )
+        .unwrap();
+        SharedMount { dir }
+    }
+}
+
+impl Drop for SharedMount {
+    fn drop(&mut self) {
+        let _ = nix::mount::umount2(
+            &self.dir.path().join("sub"),
+            nix::mount::MntFlags::MNT_DETACH,
+        );
+        let _ = nix::mount::umount2(self.dir.path(), nix::mount::MntFlags::MNT_DETACH);
+    }
+}
+
+#[tokio::test]
+async fn host_to_container_propagation_shows_later_host_mounts() {
+    // What critest's mount-propagation test does: a mount made on the host after the
+    // container started appears inside it (the root is a slave of the host's mounts).
+    let Node {
+        registry: _registry,
+        daemon,
+        image,
+        logs,
+    } = Node::new().await.unwrap();
+    let shared = SharedMount::new();
+    let pod = pod_config("propagation", "p", logs.path());
+    let pod_id = run_pod(&daemon, &pod).await.unwrap();
+    let mut config = container_config("watcher", &image, &["sleep", "3600"]);
+    config.mounts = vec![cri::Mount {
+        container_path: "/mnt/host".into(),
+        host_path: shared.dir.path().display().to_string(),
+        propagation: cri::MountPropagation::PropagationHostToContainer as i32,
+        ..Default::default()
+    }];
+    let id = start_container(&daemon, &pod_id, &pod, config)
+        .await
+        .unwrap();
+
+    let sub = shared.dir.path().join("sub");
+    std::fs::create_dir(&sub).unwrap();
+    nix::mount::mount(
+        Some("tmpfs"),
+        &sub,
+        Some("tmpfs"),
+        nix::mount::MsFlags::empty(),
+        None::<&str>,
+    )
+    .unwrap();
+    std::fs::write(sub.join("flag"), "mounted later\n").unwrap();
+    let reply = exec(&daemon, &id, &["cat", "/mnt/host/sub/flag"], 5)
+        .await
+        .unwrap();
+    assert_eq!(
+        String::from_utf8_lossy(&reply.stdout),
+        "mounted later\n",
+        "{}",
+        String::from_utf8_lossy(&reply.stderr)
+    );
+    remove_pod(&daemon, &pod_id).await.unwrap();
+}
+
 #[tokio::test]
 async fn a_failed_create_container_leaves_nothing_behind() {
     let Node {

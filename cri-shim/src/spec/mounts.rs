@@ -203,18 +203,20 @@ fn request_bind(
     }
     let source = fs::canonicalize(&mount.host_path)
         .map_err(|e| SpecError::host_path(&mount.host_path, e))?;
+    // The root's propagation takes the spec's words (shared, slave): runc also takes rshared and
+    // rslave there, libcontainer refuses them; the root is always changed recursively.
     let propagation = match mount.propagation() {
         cri::MountPropagation::PropagationPrivate => "rprivate",
         cri::MountPropagation::PropagationHostToContainer => {
             require_propagation(&source, host, false)?;
-            if *rootfs_propagation != Some("rshared") {
-                *rootfs_propagation = Some("rslave");
+            if *rootfs_propagation != Some("shared") {
+                *rootfs_propagation = Some("slave");
             }
             "rslave"
         }
         cri::MountPropagation::PropagationBidirectional => {
             require_propagation(&source, host, true)?;
-            *rootfs_propagation = Some("rshared");
+            *rootfs_propagation = Some("shared");
             "rshared"
         }
     };

@@ -819,7 +819,7 @@ fn request_mounts_resolve_symlinks_and_set_propagation() {
     f.set_mountinfo("27 1 254:0 / / rw,relatime master:3 - ext4 /dev/vda rw\n");
     let spec = f.build().unwrap();
     assert!(options(mount_at(&spec, "/mnt/a/b").unwrap()).contains(&"rslave".to_string()));
-    assert_eq!(linux(&spec).rootfs_propagation().as_deref(), Some("rslave"));
+    assert_eq!(linux(&spec).rootfs_propagation().as_deref(), Some("slave"));
 
     // Bidirectional needs shared.
     f.config.mounts[0].propagation = cri::MountPropagation::PropagationBidirectional as i32;
@@ -827,10 +827,7 @@ fn request_mounts_resolve_symlinks_and_set_propagation() {
     f.set_mountinfo("27 1 254:0 / / rw,relatime shared:1 - ext4 /dev/vda rw\n");
     let spec = f.build().unwrap();
     assert!(options(mount_at(&spec, "/mnt/a/b").unwrap()).contains(&"rshared".to_string()));
-    assert_eq!(
-        linux(&spec).rootfs_propagation().as_deref(),
-        Some("rshared")
-    );
+    assert_eq!(linux(&spec).rootfs_propagation().as_deref(), Some("shared"));
 }
 
 #[test]
