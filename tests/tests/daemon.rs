@@ -107,6 +107,21 @@ async fn rpcs_not_built_yet_say_so_by_name() {
 }
 
 #[tokio::test]
+async fn runtime_config_names_the_cgroupfs_driver() {
+    let daemon = Skiffd::start("").unwrap();
+    let mut runtime = daemon.runtime().await.unwrap();
+    let config = runtime
+        .runtime_config(cri::RuntimeConfigRequest::default())
+        .await
+        .unwrap()
+        .into_inner();
+    assert_eq!(
+        config.linux.unwrap().cgroup_driver,
+        cri::CgroupDriver::Cgroupfs as i32
+    );
+}
+
+#[tokio::test]
 async fn the_socket_is_private_exclusive_and_removed_on_sigterm() {
     let mut daemon = Skiffd::start("").unwrap();
     let meta = std::fs::metadata(&daemon.socket).unwrap();

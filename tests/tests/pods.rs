@@ -327,9 +327,14 @@ async fn a_pod_without_a_hostname_gets_the_hosts_even_with_a_long_name() {
     let dir = sandbox_dir(&daemon, &id);
     let host = nix::unistd::gethostname().unwrap();
     let host = host.to_str().unwrap();
-    assert_eq!(in_ns("uts", &dir.join("ns/uts"), &["hostname"]).trim(), host);
     assert_eq!(
-        std::fs::read_to_string(dir.join("hostname")).unwrap().trim(),
+        in_ns("uts", &dir.join("ns/uts"), &["hostname"]).trim(),
+        host
+    );
+    assert_eq!(
+        std::fs::read_to_string(dir.join("hostname"))
+            .unwrap()
+            .trim(),
         host
     );
     let mut runtime = daemon.runtime().await.unwrap();

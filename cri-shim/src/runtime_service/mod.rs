@@ -16,6 +16,7 @@ mod remove_container;
 mod remove_pod_sandbox;
 mod reopen_container_log;
 mod run_pod_sandbox;
+mod runtime_config;
 mod start_container;
 mod status;
 mod stop_container;
@@ -551,9 +552,9 @@ impl RuntimeService for Runtime {
 
     async fn runtime_config(
         &self,
-        _request: Request<cri::RuntimeConfigRequest>,
+        request: Request<cri::RuntimeConfigRequest>,
     ) -> Result<Response<cri::RuntimeConfigResponse>, Status> {
-        not_yet("RuntimeConfig").await
+        rpc("RuntimeConfig", self.runtime_config(request.into_inner())).await
     }
 
     async fn update_pod_sandbox_resources(
