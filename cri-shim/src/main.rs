@@ -1,25 +1,10 @@
 //! skiffd: the CRI v1 daemon of skiff.
 //!
 //! `main` parses the command line, loads the config, sets up logging and hands over to
-//! [`server::run`], which serves the RuntimeService ([`runtime_service`]) and the ImageService
-//! ([`image_service`]) on a unix socket.
-
-mod cni;
-mod config;
-mod container;
-mod error;
-mod failpoint;
-mod image_service;
-mod instrument;
-mod runtime_service;
-mod sandbox;
-mod server;
-mod spec;
-mod state;
-mod streaming;
+//! [`skiffd::run`], which serves CRI on a unix socket.
 
 use clap::{Parser, Subcommand};
-use config::{Config, DEFAULT_CONFIG_PATH};
+use skiffd::config::{Config, DEFAULT_CONFIG_PATH};
 use std::path::PathBuf;
 
 /// skiffd: a small CRI v1 container runtime daemon.
@@ -58,7 +43,7 @@ enum ConfigAction {
 fn main() -> anyhow::Result<()> {
     let cli = Cli::parse();
     if matches!(cli.command, Some(Command::Pause)) {
-        sandbox::pause::run();
+        skiffd::pause();
     }
     let config = match &cli.config {
         Some(path) => Config::load(path, true)?,
@@ -83,7 +68,7 @@ fn main() -> anyhow::Result<()> {
             tokio::runtime::Builder::new_multi_thread()
                 .enable_all()
                 .build()?
-                .block_on(server::run(config))
+                .block_on(skiffd::run(config))
         }
     }
 }
