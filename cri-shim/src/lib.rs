@@ -4,6 +4,7 @@
 //! [`run`] serves the RuntimeService (`runtime_service`) and the ImageService
 //! (`image_service`) on a unix socket.
 
+mod authority;
 mod cni;
 pub mod config;
 mod container;

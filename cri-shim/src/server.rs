@@ -1,6 +1,7 @@
 //! The gRPC server on the CRI unix socket: exclusive ownership of the socket, serving until
 //! SIGTERM or SIGINT, and cleaning up the socket on the way out.
 
+use crate::authority::AuthorityFix;
 use crate::cni::Cni;
 use crate::config::Config;
 use crate::container::oci::Helpers;
@@ -28,6 +29,15 @@ const SHUTDOWN_GRACE: std::time::Duration = std::time::Duration::from_secs(3);
 
 /// Kubelets send and accept CRI messages up to 16 MiB (e.g. ListContainers on a busy node).
 const MAX_MESSAGE_BYTES: usize = 16 * 1024 * 1024;
+
+/// The accepted connections, each behind [`AuthorityFix`] so that clients sending the socket
+/// path as `:authority` (crictl) are served rather than reset.
+fn incoming(
+    listener: UnixListener,
+) -> impl futures::Stream<Item = std::io::Result<AuthorityFix<tokio::net::UnixStream>>> {
+    use futures::TryStreamExt;
+    UnixListenerStream::new(listener).map_ok(AuthorityFix::new)
+}
 
 /// Holds the socket's lock file for as long as the daemon runs.
 struct SocketLock {
@@ -169,7 +179,7 @@ pub async fn run(config: Config) -> anyhow::Result<()> {
                 .max_decoding_message_size(MAX_MESSAGE_BYTES)
                 .max_encoding_message_size(MAX_MESSAGE_BYTES),
         )
-        .serve_with_incoming_shutdown(UnixListenerStream::new(listener), async {
+        .serve_with_incoming_shutdown(incoming(listener), async {
             let _ = stopped.await;
         });
     tokio::pin!(server);
