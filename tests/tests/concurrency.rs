@@ -1,0 +1,119 @@
+//! Many clients at once: pods and containers created in parallel while others are being removed
+//! end in a consistent state, with unique IPs and nothing left over.
+
+use skiff_proto::runtime::v1 as cri;
+use skiff_tests::cri::*;
+use skiff_tests::daemon::Skiffd;
+use std::collections::HashSet;
+
+/// The IP leases the test network's IPAM holds.
+fn leases(daemon: &Skiffd) -> usize {
+    let net = daemon.network().unwrap();
+    let dir = daemon
+        .dir()
+        .join("cni-leases")
+        .join(format!("skiff-test-{}", net.number));
+    std::fs::read_dir(dir)
+        .map(|d| {
+            d.flatten()
+                .filter(|e| {
+                    e.file_name()
+                        .to_str()
+                        .is_some_and(|n| n.parse::<std::net::IpAddr>().is_ok())
+                })
+                .count()
+        })
+        .unwrap_or(0)
+}
+
+#[tokio::test]
+async fn fifty_pods_with_containers_at_once_interleaved_with_removals() {
+    let Node {
+        registry: _registry,
+        daemon,
+        image,
+        logs,
+    } = Node::new().await.unwrap();
+    // Each task makes a pod with a running container; the odd ones remove theirs at once, while
+    // the other tasks are still creating.
+    let tasks = (0..50).map(|i| {
+        let (daemon, image, logs) = (&daemon, &image, logs.path());
+        async move {
+            let pod = pod_config(&format!("busy-{i}"), &format!("busy-{i}"), logs);
+            let pod_id = run_pod(daemon, &pod).await?;
+            let config = container_config(&format!("c-{i}"), image, &["sleep", "3600"]);
+            let ctr_id = start_container(daemon, &pod_id, &pod, config).await?;
+            if i % 2 == 1 {
+                remove_pod(daemon, &pod_id).await?;
+                return Ok::<_, anyhow::Error>(None);
+            }
+            Ok(Some((pod_id, ctr_id)))
+        }
+    });
+    let started = std::time::Instant::now();
+    let kept: Vec<(String, String)> = futures::future::join_all(tasks)
+        .await
+        .into_iter()
+        .filter_map(|r| r.unwrap())
+        .collect();
+    eprintln!(
+        "50 pods with a container each, 25 removed meanwhile: {:?}",
+        started.elapsed()
+    );
+    assert_eq!(kept.len(), 25);
+
+    // What a client lists is exactly the 25 kept pods, Ready, each with its running container.
+    let mut runtime = daemon.runtime().await.unwrap();
+    let pods = runtime
+        .list_pod_sandbox(cri::ListPodSandboxRequest::default())
+        .await
+        .unwrap()
+        .into_inner()
+        .items;
+    let listed: HashSet<&str> = pods.iter().map(|p| p.id.as_str()).collect();
+    let wanted: HashSet<&str> = kept.iter().map(|(p, _)| p.as_str()).collect();
+    assert_eq!(listed, wanted);
+    assert!(pods
+        .iter()
+        .all(|p| p.state == cri::PodSandboxState::SandboxReady as i32));
+    let containers = runtime
+        .list_containers(cri::ListContainersRequest::default())
+        .await
+        .unwrap()
+        .into_inner()
+        .containers;
+    assert_eq!(containers.len(), 25);
+    for (pod_id, ctr_id) in &kept {
+        let c = containers.iter().find(|c| &c.id == ctr_id).expect("listed");
+        assert_eq!(&c.pod_sandbox_id, pod_id);
+        assert_eq!(c.state, cri::ContainerState::ContainerRunning as i32);
+    }
+    // Unique IPs, and one lease per kept pod: the removed pods gave theirs back.
+    let mut ips = HashSet::new();
+    for (pod_id, _) in &kept {
+        let status = runtime
+            .pod_sandbox_status(cri::PodSandboxStatusRequest {
+                pod_sandbox_id: pod_id.clone(),
+                verbose: false,
+            })
+            .await
+            .unwrap()
+            .into_inner();
+        let ip = status.status.unwrap().network.unwrap().ip;
+        assert!(ips.insert(ip.clone()), "duplicate IP {ip}");
+    }
+    assert_eq!(leases(&daemon), 25);
+
+    futures::future::join_all(kept.iter().map(|(pod_id, _)| remove_pod(&daemon, pod_id)))
+        .await
+        .into_iter()
+        .for_each(Result::unwrap);
+    assert_eq!(leases(&daemon), 0);
+    let left = runtime
+        .list_containers(cri::ListContainersRequest::default())
+        .await
+        .unwrap()
+        .into_inner()
+        .containers;
+    assert!(left.is_empty(), "{left:?}");
+}
