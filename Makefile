@@ -4,7 +4,7 @@
 SHELL := /bin/bash
 export PATH := $(HOME)/.cargo/bin:$(PATH)
 
-.PHONY: all deps build release install lint test demo
+.PHONY: all deps build release install lint fuzz test demo
 
 all: build
 
@@ -24,9 +24,14 @@ lint:
 	cargo fmt --all --check
 	cargo clippy --workspace --all-targets -- -D warnings
 
+# Every cargo-fuzz target for FUZZ_SECONDS (default 20) each from its committed corpus;
+# fails on any crash (scripts/fuzz.sh).
+fuzz:
+	scripts/fuzz.sh
+
 # The end-to-end tests drive the built binaries (skiffd, skiff-oci, skiff-monitor…), so build
 # them before nextest builds the test binaries.
-test: deps lint
+test: deps lint fuzz
 	cargo build --workspace --bins
 	cargo nextest run --workspace --no-fail-fast
 

@@ -1,6 +1,6 @@
 #!/usr/bin/env bash
-# Installs what building and testing skiff needs on Debian 12: apt packages, a Rust toolchain
-# and cargo-nextest. Safe to run again: it only installs what is missing.
+# Installs what building and testing skiff needs on Debian 12: apt packages, a Rust toolchain,
+# cargo-nextest and cargo-fuzz. Safe to run again: it only installs what is missing.
 set -euo pipefail
 
 APT_PACKAGES=(
@@ -38,4 +38,9 @@ fi
 if ! cargo nextest --version >/dev/null 2>&1; then
   echo "installing cargo-nextest"
   cargo install --locked cargo-nextest
+fi
+# scripts/fuzz.sh: libFuzzer targets, built on the stable toolchain (it sets RUSTC_BOOTSTRAP).
+if ! cargo fuzz --version >/dev/null 2>&1; then
+  echo "installing cargo-fuzz"
+  cargo install --locked cargo-fuzz
 fi

@@ -50,13 +50,17 @@ struct ManifestDoc {
     manifests: Option<Vec<IndexEntry>>,
 }
 
-#[derive(Debug, Clone, Deserialize)]
+/// A blob named by a manifest: the config or a layer.
+#[derive(Debug, Clone, PartialEq, Eq, Deserialize)]
 #[serde(rename_all = "camelCase")]
-struct Descriptor {
+pub struct Descriptor {
+    /// The blob's media type (empty when the manifest leaves it out).
     #[serde(default)]
-    media_type: String,
-    digest: String,
-    size: i64,
+    pub media_type: String,
+    /// `sha256:<hex>` of the blob.
+    pub digest: String,
+    /// The blob's size in bytes, as the manifest states it.
+    pub size: i64,
 }
 
 #[derive(Debug, Deserialize)]
@@ -70,6 +74,35 @@ struct IndexEntry {
 struct PlatformSpec {
     architecture: String,
     os: String,
+}
+
+/// What a manifest document from a registry tells a pull to do next.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum ManifestTarget {
+    /// An image index: fetch the linux/amd64 manifest with this digest.
+    Platform(String),
+    /// An image manifest: fetch its config and layers.
+    Image(ImageManifest),
+}
+
+/// An image manifest: the blobs of one image.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ImageManifest {
+    /// The image config blob.
+    pub config: Descriptor,
+    /// The layers, bottom first.
+    pub layers: Vec<Descriptor>,
+}
+
+/// An image whose config agrees with its manifest: what a pull needs before fetching layers.
+#[derive(Debug, Clone)]
+pub struct CheckedImage {
+    /// The parsed config.
+    pub config: ImageConfigFile,
+    /// The chain ID of each layer, bottom first.
+    pub chain_ids: Vec<String>,
+    /// Config plus layers, in bytes, as the manifest states them.
+    pub size: u64,
 }
 
 impl Descriptor {
@@ -167,69 +200,36 @@ impl ImageStore {
                 });
             }
         }
-        let top = parse_manifest(&top_bytes, image_ref)?;
-        let (manifest, manifest_digest) = match &top.manifests {
-            Some(entries) => {
-                let entry = entries
-                    .iter()
-                    .find(|e| {
-                        e.platform
-                            .as_ref()
-                            .is_some_and(|p| p.os == OS && p.architecture == ARCH)
-                    })
-                    .ok_or_else(|| ImageError::BadImage {
-                        reference: image_ref.to_string(),
-                        reason: format!("the image index has no {OS}/{ARCH} manifest"),
-                    })?;
-                let remote = source.remote.clone_with_digest(entry.digest.clone());
+        let (manifest, manifest_digest) = match read_manifest(&top_bytes, image_ref)? {
+            ManifestTarget::Platform(wanted) => {
+                let remote = source.remote.clone_with_digest(wanted.clone());
                 let (bytes, digest) = self.fetch_manifest(source, &remote, image_ref).await?;
-                if digest != entry.digest {
+                if digest != wanted {
                     return Err(ImageError::DigestMismatch {
-                        digest: entry.digest.clone(),
+                        digest: wanted,
                         reason: format!("registry served a manifest hashing to {digest}"),
                     });
                 }
-                let manifest = parse_manifest(&bytes, image_ref)?;
+                let ManifestTarget::Image(manifest) = read_manifest(&bytes, image_ref)? else {
+                    return Err(ImageError::BadImage {
+                        reference: image_ref.to_string(),
+                        reason: "manifest has no config".into(),
+                    });
+                };
                 self.content.write_bytes(&digest, &bytes)?;
                 (manifest, digest)
             }
-            None => (top, top_digest.clone()),
+            ManifestTarget::Image(manifest) => (manifest, top_digest.clone()),
         };
         self.content.write_bytes(&top_digest, &top_bytes)?;
 
         // 2. The config: it names the uncompressed layers and must match the manifest.
-        let bad = |reason: String| ImageError::BadImage {
-            reference: image_ref.to_string(),
-            reason,
-        };
-        let config_desc = manifest
-            .config
-            .clone()
-            .ok_or_else(|| bad("manifest has no config".into()))?;
-        let layers = manifest.layers.clone().unwrap_or_default();
-        self.fetch_blob(source, &config_desc, image_ref).await?;
+        let config_desc = &manifest.config;
+        let layers = &manifest.layers;
+        self.fetch_blob(source, config_desc, image_ref).await?;
         let config_bytes = self.content.read(&config_desc.digest)?;
-        let config = ImageConfigFile::parse(&config_bytes)
-            .map_err(|e| bad(format!("config {}: {e}", config_desc.digest)))?;
-        if !config.os.is_empty() && config.os != OS {
-            return Err(bad(format!("image is for {}, not {OS}", config.os)));
-        }
-        if config.rootfs.diff_ids.len() != layers.len() {
-            return Err(bad(format!(
-                "manifest has {} layers but the config names {}",
-                layers.len(),
-                config.rootfs.diff_ids.len()
-            )));
-        }
-        if let Some(layer) = layers
-            .iter()
-            .find(|l| !LAYER_TYPES.contains(&l.media_type.as_str()))
-        {
-            return Err(bad(format!(
-                "layer {} has unsupported media type {:?}",
-                layer.digest, layer.media_type
-            )));
-        }
+        let checked = check_config(&manifest, &config_bytes, image_ref)?;
+        let config = &checked.config;
 
         // 3. Layers: download all (concurrently), then unpack each by chain ID.
         let downloads = layers
@@ -238,19 +238,18 @@ impl ImageStore {
         for result in futures::future::join_all(downloads).await {
             result?;
         }
-        let chains = chain_ids(&config.rootfs.diff_ids);
         let mut records = Vec::with_capacity(layers.len());
-        let mut size = config_desc.size(image_ref)?;
-        for ((layer, diff_id), chain_id) in layers.iter().zip(&config.rootfs.diff_ids).zip(&chains)
+        for ((layer, diff_id), chain_id) in layers
+            .iter()
+            .zip(&config.rootfs.diff_ids)
+            .zip(&checked.chain_ids)
         {
             self.ensure_unpacked(layer, diff_id, chain_id).await?;
-            let layer_size = layer.size(image_ref)?;
-            size += layer_size;
             records.push(LayerRecord {
                 digest: layer.digest.clone(),
                 diff_id: diff_id.clone(),
                 chain_id: chain_id.clone(),
-                size: layer_size,
+                size: layer.size(image_ref)?,
             });
         }
 
@@ -261,7 +260,7 @@ impl ImageStore {
             repo_digests: vec![image_ref.with_digest(&top_digest)],
             manifest_digest,
             layers: records,
-            size,
+            size: checked.size,
             pulled_at: std::time::SystemTime::now()
                 .duration_since(std::time::UNIX_EPOCH)
                 .map(|d| d.as_secs())
@@ -343,21 +342,89 @@ impl ImageStore {
     }
 }
 
-fn parse_manifest(bytes: &[u8], image_ref: &ImageRef) -> Result<ManifestDoc, ImageError> {
-    let doc: ManifestDoc = serde_json::from_slice(bytes).map_err(|e| ImageError::BadImage {
+/// Reads a manifest or an image index as served by a registry. For an index, picks the
+/// linux/amd64 manifest.
+pub fn read_manifest(bytes: &[u8], image_ref: &ImageRef) -> Result<ManifestTarget, ImageError> {
+    let bad = |reason: String| ImageError::BadImage {
         reference: image_ref.to_string(),
-        reason: format!("manifest is not valid JSON: {e}"),
-    })?;
-    if doc.manifests.is_none() && doc.config.is_none() {
-        return Err(ImageError::BadImage {
-            reference: image_ref.to_string(),
-            reason: format!(
-                "unsupported manifest (media type {:?}); schema 1 manifests are not supported",
-                doc.media_type.as_deref().unwrap_or("none")
-            ),
-        });
+        reason,
+    };
+    let doc: ManifestDoc = serde_json::from_slice(bytes)
+        .map_err(|e| bad(format!("manifest is not valid JSON: {e}")))?;
+    match doc {
+        ManifestDoc {
+            manifests: Some(entries),
+            ..
+        } => entries
+            .into_iter()
+            .find(|e| {
+                e.platform
+                    .as_ref()
+                    .is_some_and(|p| p.os == OS && p.architecture == ARCH)
+            })
+            .map(|e| ManifestTarget::Platform(e.digest))
+            .ok_or_else(|| bad(format!("the image index has no {OS}/{ARCH} manifest"))),
+        ManifestDoc {
+            config: Some(config),
+            layers,
+            ..
+        } => Ok(ManifestTarget::Image(ImageManifest {
+            config,
+            layers: layers.unwrap_or_default(),
+        })),
+        ManifestDoc { media_type, .. } => Err(bad(format!(
+            "unsupported manifest (media type {:?}); schema 1 manifests are not supported",
+            media_type.as_deref().unwrap_or("none")
+        ))),
     }
-    Ok(doc)
+}
+
+/// Checks an image config blob against its manifest, as a pull does before fetching layers:
+/// a linux image, one DiffID per layer, layer media types we can unpack, sizes that make sense.
+pub fn check_config(
+    manifest: &ImageManifest,
+    config_bytes: &[u8],
+    image_ref: &ImageRef,
+) -> Result<CheckedImage, ImageError> {
+    let bad = |reason: String| ImageError::BadImage {
+        reference: image_ref.to_string(),
+        reason,
+    };
+    let layers = &manifest.layers;
+    let config = ImageConfigFile::parse(config_bytes)
+        .map_err(|e| bad(format!("config {}: {e}", manifest.config.digest)))?;
+    if !config.os.is_empty() && config.os != OS {
+        return Err(bad(format!("image is for {}, not {OS}", config.os)));
+    }
+    if config.rootfs.diff_ids.len() != layers.len() {
+        return Err(bad(format!(
+            "manifest has {} layers but the config names {}",
+            layers.len(),
+            config.rootfs.diff_ids.len()
+        )));
+    }
+    if let Some(layer) = layers
+        .iter()
+        .find(|l| !LAYER_TYPES.contains(&l.media_type.as_str()))
+    {
+        return Err(bad(format!(
+            "layer {} has unsupported media type {:?}",
+            layer.digest, layer.media_type
+        )));
+    }
+    // Each size fits in an i64, but three of them can overflow a u64 (blobs already in the
+    // content store are not downloaded, so nothing else checks a manifest's sizes).
+    let mut size = manifest.config.size(image_ref)?;
+    for layer in layers {
+        size = size
+            .checked_add(layer.size(image_ref)?)
+            .ok_or_else(|| bad("the blob sizes add up to more than 2^64 bytes".into()))?;
+    }
+    Ok(CheckedImage {
+        chain_ids: chain_ids(&config.rootfs.diff_ids),
+        config,
+        size,
+    })
 }
 
 /// Classifies an oci-client error so the caller can decide whether to try the next endpoint.
@@ -451,5 +518,80 @@ fn combine_failures(image_ref: &ImageRef, failures: Vec<ImageError>) -> ImageErr
             reference,
             message,
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const GZIP: &str = "application/vnd.oci.image.layer.v1.tar+gzip";
+
+    fn image_ref() -> ImageRef {
+        ImageRef::parse("registry.example/app:1").unwrap()
+    }
+
+    fn manifest(sizes: &[i64]) -> String {
+        let layers: Vec<String> = sizes[1..]
+            .iter()
+            .map(|size| format!(r#"{{"mediaType":"{GZIP}","digest":"sha256:11","size":{size}}}"#))
+            .collect();
+        format!(
+            r#"{{"schemaVersion":2,"config":{{"digest":"sha256:c0","size":{}}},"layers":[{}]}}"#,
+            sizes[0],
+            layers.join(",")
+        )
+    }
+
+    fn config(layers: usize) -> Vec<u8> {
+        let diff_ids: Vec<String> = (0..layers).map(|i| format!(r#""sha256:{i}""#)).collect();
+        format!(
+            r#"{{"os":"linux","rootfs":{{"diff_ids":[{}]}}}}"#,
+            diff_ids.join(",")
+        )
+        .into_bytes()
+    }
+
+    fn image(sizes: &[i64]) -> ImageManifest {
+        match read_manifest(manifest(sizes).as_bytes(), &image_ref()).unwrap() {
+            ManifestTarget::Image(m) => m,
+            other => panic!("not an image manifest: {other:?}"),
+        }
+    }
+
+    #[test]
+    fn an_index_points_at_its_linux_amd64_manifest() {
+        let index = br#"{"manifests":[
+            {"digest":"sha256:arm","platform":{"os":"linux","architecture":"arm64"}},
+            {"digest":"sha256:amd","platform":{"os":"linux","architecture":"amd64"}}]}"#;
+        assert_eq!(
+            read_manifest(index, &image_ref()).unwrap(),
+            ManifestTarget::Platform("sha256:amd".into())
+        );
+        let arm_only = br#"{"manifests":[{"digest":"sha256:arm","platform":{"os":"linux","architecture":"arm64"}}]}"#;
+        assert!(read_manifest(arm_only, &image_ref()).is_err());
+        let schema1 = br#"{"schemaVersion":1,"fsLayers":[]}"#;
+        assert!(read_manifest(schema1, &image_ref()).is_err());
+    }
+
+    #[test]
+    fn a_config_must_match_its_manifest() {
+        let checked = check_config(&image(&[100, 20, 3]), &config(2), &image_ref()).unwrap();
+        assert_eq!(checked.size, 123);
+        assert_eq!(checked.chain_ids.len(), 2);
+        assert_eq!(checked.chain_ids[0], "sha256:0");
+        assert!(check_config(&image(&[100, 20, 3]), &config(1), &image_ref()).is_err());
+        assert!(check_config(&image(&[100, -1]), &config(1), &image_ref()).is_err());
+    }
+
+    /// Found with the `manifest` fuzz target's size check: sizes that overflow a u64 when
+    /// added panicked in debug builds and gave a wrapped image size in release builds.
+    #[test]
+    fn blob_sizes_that_overflow_are_refused() {
+        let max = i64::MAX;
+        let err = check_config(&image(&[max, max, max]), &config(2), &image_ref()).unwrap_err();
+        assert!(err.to_string().contains("2^64"), "{err}");
+        let checked = check_config(&image(&[max, max]), &config(1), &image_ref()).unwrap();
+        assert_eq!(checked.size, 2 * max as u64);
     }
 }
