@@ -288,6 +288,8 @@ pub struct RawEntry {
     pub uid: u64,
     /// Owner gid.
     pub gid: u64,
+    /// Major and minor number (character and block devices).
+    pub device: (u32, u32),
 }
 
 impl RawEntry {
@@ -301,7 +303,15 @@ impl RawEntry {
             mode: 0o644,
             uid: 0,
             gid: 0,
+            device: (0, 0),
         }
+    }
+
+    /// A character or block device node (`entry_type` Char or Block).
+    pub fn device(entry_type: EntryType, name: impl Into<Vec<u8>>, major: u32, minor: u32) -> Self {
+        let mut entry = Self::new(entry_type, name).mode(0o666);
+        entry.device = (major, minor);
+        entry
     }
 
     /// A regular file.
@@ -367,6 +377,14 @@ pub fn raw_tar(entries: &[RawEntry]) -> Vec<u8> {
         header.set_gid(e.gid);
         header.set_mtime(MTIME);
         header.set_size(e.data.len() as u64);
+        if matches!(e.entry_type, EntryType::Char | EntryType::Block) {
+            header
+                .set_device_major(e.device.0)
+                .expect("GNU headers have device fields");
+            header
+                .set_device_minor(e.device.1)
+                .expect("GNU headers have device fields");
+        }
         // Fill the fields directly: `set_path`/`set_link_name` reject `..` and absolute paths.
         let old = header.as_old_mut();
         copy_field(&mut old.name, &e.name);
@@ -751,6 +769,10 @@ mod tests {
                     mode: h.mode().unwrap(),
                     uid: h.uid().unwrap(),
                     gid: h.gid().unwrap(),
+                    device: (
+                        h.device_major().unwrap().unwrap_or(0),
+                        h.device_minor().unwrap().unwrap_or(0),
+                    ),
                 }
             })
             .collect()

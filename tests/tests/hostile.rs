@@ -412,3 +412,64 @@ async fn malformed_grpc_gets_an_error_status_and_the_daemon_keeps_serving() {
         .into_inner();
     assert_eq!(version.runtime_name, "skiff");
 }
+
+#[tokio::test]
+async fn device_nodes_in_a_layer_are_created_but_cannot_be_opened() {
+    // A layer carrying the host's root disk and /dev/mem as device nodes: Docker images may
+    // carry device nodes, so they are unpacked, and the container's device cgroup (deny all
+    // but the standard devices) is what keeps them closed.
+    let root = std::fs::metadata("/").unwrap().dev();
+    let (major, minor) = (libc::major(root), libc::minor(root));
+    let layer = Layer::raw(raw_tar(&[
+        RawEntry::device(tar::EntryType::Block, "hostdisk", major, minor),
+        RawEntry::device(tar::EntryType::Char, "hostmem", 1, 1),
+    ]));
+    let image_spec = skiff_tests::busybox::busybox_spec(Variant::Plain)
+        .unwrap()
+        .layer(layer);
+    let layout = tempfile::tempdir().unwrap();
+    image_spec.write(layout.path(), "devices").unwrap();
+    let registry = Registry::start().unwrap();
+    push(
+        layout.path(),
+        "devices",
+        &registry,
+        "devices:1",
+        Format::Oci,
+    )
+    .unwrap();
+    let daemon = Skiffd::start("").unwrap();
+    let image = format!("{}/devices:1", registry.addr());
+    pull(&daemon, &image).await.unwrap();
+
+    let logs = tempfile::tempdir().unwrap();
+    let pod = skiff_tests::cri::pod_config("devices", "devices", logs.path());
+    let pod_id = skiff_tests::cri::run_pod(&daemon, &pod).await.unwrap();
+    let config = skiff_tests::cri::container_config("prober", &image, &["sleep", "3600"]);
+    let id = skiff_tests::cri::start_container(&daemon, &pod_id, &pod, config)
+        .await
+        .unwrap();
+    let listing = skiff_tests::cri::exec(&daemon, &id, &["ls", "-l", "/hostdisk", "/hostmem"], 5)
+        .await
+        .unwrap();
+    let listing = String::from_utf8_lossy(&listing.stdout).into_owned();
+    assert!(
+        listing.starts_with('b') || listing.contains("\nb"),
+        "{listing}"
+    );
+    for node in ["/hostdisk", "/hostmem"] {
+        let reply = skiff_tests::cri::exec(&daemon, &id, &["head", "-c", "16", node], 5)
+            .await
+            .unwrap();
+        let stderr = String::from_utf8_lossy(&reply.stderr);
+        assert_ne!(reply.exit_code, 0, "{node} could be read");
+        assert!(
+            stderr.contains("Operation not permitted"),
+            "{node}: {stderr}"
+        );
+        assert!(reply.stdout.is_empty());
+    }
+    skiff_tests::cri::remove_pod(&daemon, &pod_id)
+        .await
+        .unwrap();
+}
