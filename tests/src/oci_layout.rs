@@ -769,10 +769,14 @@ mod tests {
                     mode: h.mode().unwrap(),
                     uid: h.uid().unwrap(),
                     gid: h.gid().unwrap(),
-                    device: (
-                        h.device_major().unwrap().unwrap_or(0),
-                        h.device_minor().unwrap().unwrap_or(0),
-                    ),
+                    // Only device entries carry numbers (the fields may be blank otherwise).
+                    device: match h.entry_type() {
+                        EntryType::Char | EntryType::Block => (
+                            h.device_major().unwrap().unwrap_or(0),
+                            h.device_minor().unwrap().unwrap_or(0),
+                        ),
+                        _ => (0, 0),
+                    },
                 }
             })
             .collect()

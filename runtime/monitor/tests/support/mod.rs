@@ -61,6 +61,8 @@ impl Fixture {
         let root = dir.path();
         let bundle = root.join("bundle");
         std::fs::create_dir(&bundle).unwrap();
+        // skiffd creates the exit file's directory (the bundle) before starting a monitor.
+        std::fs::create_dir(root.join("exit")).unwrap();
         std::fs::write(bundle.join("script"), script).unwrap();
         let runtime_path = root.join("runtime");
         std::fs::write(&runtime_path, runtime).unwrap();
