@@ -57,6 +57,20 @@ pub fn container_config(name: &str, image: &str, command: &[&str]) -> cri::Conta
     }
 }
 
+/// Every pod sandbox the daemon lists, unfiltered.
+pub async fn list_all_pods(daemon: &Skiffd) -> Result<Vec<cri::PodSandbox>> {
+    let request = cri::ListPodSandboxRequest::default();
+    let reply = daemon.runtime().await?.list_pod_sandbox(request).await?;
+    Ok(reply.into_inner().items)
+}
+
+/// Every container the daemon lists, unfiltered.
+pub async fn list_all_containers(daemon: &Skiffd) -> Result<Vec<cri::Container>> {
+    let request = cri::ListContainersRequest::default();
+    let reply = daemon.runtime().await?.list_containers(request).await?;
+    Ok(reply.into_inner().containers)
+}
+
 /// Pushes the busybox image to `registry` and pulls it through `daemon`; returns its name.
 pub async fn pull_busybox(
     daemon: &Skiffd,

@@ -64,24 +64,14 @@ async fn fifty_pods_with_containers_at_once_interleaved_with_removals() {
 
     // What a client lists is exactly the 25 kept pods, Ready, each with its running container.
     let mut runtime = daemon.runtime().await.unwrap();
-    let pods = runtime
-        .list_pod_sandbox(cri::ListPodSandboxRequest::default())
-        .await
-        .unwrap()
-        .into_inner()
-        .items;
+    let pods = list_all_pods(&daemon).await.unwrap();
     let listed: HashSet<&str> = pods.iter().map(|p| p.id.as_str()).collect();
     let wanted: HashSet<&str> = kept.iter().map(|(p, _)| p.as_str()).collect();
     assert_eq!(listed, wanted);
     assert!(pods
         .iter()
         .all(|p| p.state == cri::PodSandboxState::SandboxReady as i32));
-    let containers = runtime
-        .list_containers(cri::ListContainersRequest::default())
-        .await
-        .unwrap()
-        .into_inner()
-        .containers;
+    let containers = list_all_containers(&daemon).await.unwrap();
     assert_eq!(containers.len(), 25);
     for (pod_id, ctr_id) in &kept {
         let c = containers.iter().find(|c| &c.id == ctr_id).expect("listed");
@@ -109,11 +99,6 @@ async fn fifty_pods_with_containers_at_once_interleaved_with_removals() {
         .into_iter()
         .for_each(Result::unwrap);
     assert_eq!(leases(&daemon), 0);
-    let left = runtime
-        .list_containers(cri::ListContainersRequest::default())
-        .await
-        .unwrap()
-        .into_inner()
-        .containers;
+    let left = list_all_containers(&daemon).await.unwrap();
     assert!(left.is_empty(), "{left:?}");
 }

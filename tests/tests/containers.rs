@@ -182,12 +182,7 @@ async fn logs_exit_codes_and_exec_behave_like_containerd() {
             .await
             .unwrap();
     }
-    let listed = runtime
-        .list_containers(cri::ListContainersRequest::default())
-        .await
-        .unwrap()
-        .into_inner()
-        .containers;
+    let listed = list_all_containers(&daemon).await.unwrap();
     assert_eq!(listed.len(), 1, "only the job is left");
     assert_eq!(listed[0].id, job);
     remove_pod(&daemon, &pod_id).await.unwrap();

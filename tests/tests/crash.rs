@@ -74,15 +74,7 @@ async fn a_crash_inside_run_pod_sandbox_leaves_nothing_half_made() {
         assert!(result.is_err(), "{point}: the daemon died mid-request");
         recover(&mut daemon);
 
-        let pods = daemon
-            .runtime()
-            .await
-            .unwrap()
-            .list_pod_sandbox(cri::ListPodSandboxRequest::default())
-            .await
-            .unwrap()
-            .into_inner()
-            .items;
+        let pods = list_all_pods(&daemon).await.unwrap();
         assert!(pods.is_empty(), "{point}: half-made pod listed: {pods:?}");
         assert!(
             mounts_under(&daemon).is_empty(),
@@ -125,15 +117,7 @@ async fn a_crash_inside_create_container_leaves_nothing_half_made() {
         assert!(result.is_err(), "{point}: the daemon died mid-request");
         recover(&mut daemon);
 
-        let containers = daemon
-            .runtime()
-            .await
-            .unwrap()
-            .list_containers(cri::ListContainersRequest::default())
-            .await
-            .unwrap()
-            .into_inner()
-            .containers;
+        let containers = list_all_containers(&daemon).await.unwrap();
         assert!(containers.is_empty(), "{point}: {containers:?}");
         let overlays: Vec<_> = mounts_under(&daemon)
             .into_iter()

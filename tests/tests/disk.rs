@@ -153,23 +153,16 @@ async fn create(
 
 /// Pod IDs and (container ID, state) pairs as skiffd lists them, sorted.
 async fn listing(daemon: &Skiffd) -> (Vec<String>, Vec<(String, i32)>, usize) {
-    let mut runtime = daemon.runtime().await.unwrap();
-    let mut pods: Vec<String> = runtime
-        .list_pod_sandbox(cri::ListPodSandboxRequest::default())
+    let mut pods: Vec<String> = list_all_pods(daemon)
         .await
         .unwrap()
-        .into_inner()
-        .items
         .into_iter()
         .map(|p| p.id)
         .collect();
     pods.sort();
-    let mut containers: Vec<(String, i32)> = runtime
-        .list_containers(cri::ListContainersRequest::default())
+    let mut containers: Vec<(String, i32)> = list_all_containers(daemon)
         .await
         .unwrap()
-        .into_inner()
-        .containers
         .into_iter()
         .map(|c| (c.id, c.state))
         .collect();

@@ -15,15 +15,7 @@ use tonic::Code;
 /// Asserts a failed RunPodSandbox left nothing: no pod listed, nothing mounted under the
 /// daemon, no sandbox directory.
 async fn assert_no_pod_left(daemon: &Skiffd) {
-    let pods = daemon
-        .runtime()
-        .await
-        .unwrap()
-        .list_pod_sandbox(cri::ListPodSandboxRequest::default())
-        .await
-        .unwrap()
-        .into_inner()
-        .items;
+    let pods = list_all_pods(daemon).await.unwrap();
     assert!(pods.is_empty(), "{pods:?}");
     let mounts = std::fs::read_to_string("/proc/self/mountinfo").unwrap();
     assert!(

@@ -327,12 +327,7 @@ async fn a_failed_create_container_leaves_nothing_behind() {
     assert_eq!(err.code(), Code::NotFound, "{err}");
 
     // Whatever failed left no record, mount, bundle or writable layer.
-    let listed = runtime
-        .list_containers(cri::ListContainersRequest::default())
-        .await
-        .unwrap()
-        .into_inner()
-        .containers;
+    let listed = list_all_containers(&daemon).await.unwrap();
     let failed_leftovers = listed
         .iter()
         .filter(|c| c.metadata.as_ref().unwrap().name == "nobody-known")
