@@ -95,7 +95,14 @@ impl Runtime {
             cni_result: None,
         };
         // Recorded before any host work, so a crash from here on is rolled back at restart.
-        self.state.put_sandbox(&record)?;
+        // On disk the record already owes a CNI DEL when the pod gets a network: one commit
+        // instead of a second one just before ADD, and a DEL for a pod that was never added
+        // succeeds (the CNI spec requires it). In memory the flag stays false until ADD starts,
+        // so an error before then rolls back without a DEL.
+        self.state.put_sandbox(&SandboxRecord {
+            network_attached: self.attachment(&record).is_some(),
+            ..record.clone()
+        })?;
         crash_point("sandbox-recorded");
 
         let dns = config.dns_config.clone();
@@ -160,8 +167,8 @@ impl Runtime {
 }
 
 impl Runtime {
-    /// CNI ADD for a pod with its own network namespace; records the IPs and writes them into
-    /// the pod's /etc/hosts.
+    /// CNI ADD for a pod with its own network namespace; puts the IPs in `record` (the caller
+    /// commits it) and writes them into the pod's /etc/hosts.
     async fn attach_network(
         &self,
         record: &mut SandboxRecord,
@@ -171,9 +178,9 @@ impl Runtime {
         let Some(attachment) = self.attachment(record) else {
             return Ok(());
         };
-        // Owed from here on: a crash during ADD is cleaned by DEL on rollback or by GC.
+        // Owed from here on (on disk since the first commit): an error or a crash during ADD
+        // is cleaned by DEL on rollback or by GC.
         record.network_attached = true;
-        self.state.put_sandbox(record)?;
         let network = match self.cni.add(&attachment).await {
             Ok(network) => network,
             Err(e) => {
@@ -195,7 +202,7 @@ impl Runtime {
         tokio::fs::write(&path, hosts)
             .await
             .map_err(|e| CriError::Internal(format!("writing {}: {e}", path.display())))?;
-        self.state.put_sandbox(record)?;
+        // The caller commits the IPs together with the Ready state.
         Ok(())
     }
 }
