@@ -17,6 +17,7 @@ use super::control::{self, Served};
 use super::cri_log::{now_unix_nanos, LineSplitter, LogFile, LogStream};
 use super::exit_file::{write_exit_file, ExitStatus};
 use super::oom::OomCounter;
+use super::pages::CleanPages;
 use super::sys::{self, poll_entry, readable};
 
 #[derive(PartialEq, Eq)]
@@ -99,12 +100,22 @@ pub(crate) struct Monitor {
     pub(crate) control: control::Server,
     pub(crate) oom: Option<OomCounter>,
     pub(crate) exit_file: PathBuf,
+    /// Code and constants to drop from memory when the monitor goes idle.
+    pub(crate) pages: CleanPages,
 }
+
+/// How long the monitor must have had nothing to do before it drops its code pages again.
+const IDLE_RELEASE_MS: i32 = 1000;
 
 impl Monitor {
     /// Runs until the init exits; returns the monitor's exit code.
     pub(crate) fn run(mut self) -> i32 {
         let mut fds = Vec::new();
+        // Start-up is over: nothing that ran so far needs to stay resident.
+        self.pages.release();
+        // -1 (block) once released; after any event, wait IDLE_RELEASE_MS for the next one and
+        // release again if none comes.
+        let mut timeout = -1;
         loop {
             if let Some((status, at)) = self.init_exit.take() {
                 return self.finish(status, at);
@@ -117,8 +128,13 @@ impl Monitor {
             fds.extend(conns.iter().map(|c| poll_entry(c.stream.as_fd())));
             let attach_at = fds.len();
             self.attach.poll_entries(&mut fds);
-            match sys::poll(&mut fds, -1) {
-                Ok(_) => {}
+            match sys::poll(&mut fds, timeout) {
+                Ok(0) => {
+                    self.pages.release();
+                    timeout = -1;
+                    continue;
+                }
+                Ok(_) => timeout = IDLE_RELEASE_MS,
                 Err(e) if e.kind() == ErrorKind::Interrupted => continue,
                 // poll only fails for bad arguments or no memory: nothing to retry.
                 Err(_) => return 1,

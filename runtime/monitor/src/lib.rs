@@ -23,6 +23,7 @@ pub mod cri_log;
 mod event_loop;
 pub mod exit_file;
 mod oom;
+pub mod pages;
 pub mod process;
 mod spec;
 mod sys;

@@ -28,6 +28,7 @@ use super::control;
 use super::cri_log::{LogFile, LogStream};
 use super::event_loop::{drain_signalfd, reap_children, Monitor, Output};
 use super::oom::OomCounter;
+use super::pages::CleanPages;
 use super::sys::{self, poll_entry};
 use super::{MonitorError, MonitorSpec};
 
@@ -102,7 +103,6 @@ fn monitor_main(spec: &MonitorSpec, ready: OwnedFd) -> i32 {
             // If the caller died meanwhile the write fails; the container exists, so carry on.
             let _ = ready.write_all(format!("ok {pid}\n").as_bytes());
             drop(ready);
-            sys::release_startup_code();
             monitor.run()
         }
         Err(e) => {
@@ -356,6 +356,7 @@ fn start(spec: &MonitorSpec) -> Result<(Monitor, i32), MonitorError> {
         control,
         oom: OomCounter::for_pid(pid),
         exit_file: spec.exit_file.clone(),
+        pages: CleanPages::find(),
     };
     Ok((monitor, pid))
 }

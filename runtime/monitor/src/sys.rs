@@ -64,38 +64,3 @@ pub fn close_inherited_fds() {
         libc::syscall(libc::SYS_close_range, 3u32, u32::MAX, 0u32);
     }
 }
-
-/// Drops the resident pages of every executable (read-only, code) mapping. Startup code
-/// (argument parsing, the fork, creating the container) never runs again in a monitor, but its
-/// pages stay resident and count against every container; the event loop faults back in just
-/// the pages it uses. Only `r-x` mappings are touched: their pages are clean copies of the file,
-/// so dropping them loses nothing (writable mappings are left alone).
-pub(crate) fn release_startup_code() {
-    let Ok(maps) = std::fs::read_to_string("/proc/self/maps") else {
-        return;
-    };
-    for line in maps.lines() {
-        let mut fields = line.split_whitespace();
-        let (Some(range), Some(perms)) = (fields.next(), fields.next()) else {
-            continue;
-        };
-        // The vdso and vsyscall pages are special kernel mappings: leave them alone.
-        if perms != "r-xp" || line.ends_with("[vdso]") || line.ends_with("[vsyscall]") {
-            continue;
-        }
-        let Some((start, end)) = range.split_once('-') else {
-            continue;
-        };
-        let (Ok(start), Ok(end)) = (
-            usize::from_str_radix(start, 16),
-            usize::from_str_radix(end, 16),
-        ) else {
-            continue;
-        };
-        // SAFETY: a private, read-only, executable file mapping of this process: MADV_DONTNEED
-        // only discards clean pages, which the kernel re-reads from the file on next use.
-        unsafe {
-            libc::madvise(start as *mut libc::c_void, end - start, libc::MADV_DONTNEED);
-        }
-    }
-}

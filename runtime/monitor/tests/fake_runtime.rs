@@ -272,6 +272,22 @@ fn control_socket_answers_ping_and_rejects_junk() {
 }
 
 #[test]
+fn a_monitor_that_dropped_its_code_pages_while_idle_still_logs_answers_and_records() {
+    // The monitor drops its code pages after start-up and after each second without events;
+    // everything it does afterwards runs on pages faulted back in.
+    let mut f = Fixture::new("echo before; sleep 2.5; echo after; exit 3");
+    f.spawn().unwrap();
+    Fixture::wait_for_line(&f.spec.log_path, "before");
+    std::thread::sleep(std::time::Duration::from_millis(1300));
+    ping(&f.spec.socket_dir).unwrap();
+    let exit = f.wait_exit();
+    assert_eq!((exit.exit_code, exit.signal), (3, None));
+    let records = f.records();
+    let lines: Vec<_> = records.iter().map(|r| r.text()).collect();
+    assert_eq!(lines, ["before", "after"]);
+}
+
+#[test]
 fn idle_monitor_rss() {
     let mut f = Fixture::new("echo idle; exec sleep 1000");
     f.spawn().unwrap();
