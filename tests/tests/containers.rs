@@ -36,6 +36,16 @@ async fn two_containers_of_a_pod_talk_over_localhost() {
         tokio::time::sleep(std::time::Duration::from_millis(100)).await;
     }
     assert_eq!(body, "hello-from-web\n");
+    // The page lives in the web container's writable layer, yet no container root is mounted
+    // on the host: each keeps it in its own mount namespace, so the host's mount table does
+    // not grow with every container.
+    let host_mounts = std::fs::read_to_string("/proc/self/mountinfo").unwrap();
+    for id in [&web, &client] {
+        assert!(
+            !host_mounts.contains(id.as_str()),
+            "rootfs of {id} is mounted on the host"
+        );
+    }
 
     // Same UTS and IPC namespace: both see the pod's hostname.
     for id in [&web, &client] {

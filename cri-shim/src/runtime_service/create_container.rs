@@ -202,10 +202,19 @@ impl Runtime {
             tty: cri_config.tty,
         };
         let binary = self.helpers.monitor.clone();
-        tokio::task::spawn_blocking(move || spawn_monitor(&binary, &monitor))
-            .await
-            .map_err(CriError::task)?
-            .map_err(|e| CriError::Internal(format!("creating the container: {e}")))
+        let rootfs_dir = paths.rootfs.clone();
+        tokio::task::spawn_blocking(move || {
+            let pid = spawn_monitor(&binary, &monitor)
+                .map_err(|e| CriError::Internal(format!("creating the container: {e}")))?;
+            // The created container holds its root in its own mount namespace; the host's
+            // mount is no longer needed (see `rootfs::unmount`).
+            if let Err(e) = rootfs::unmount(&rootfs_dir) {
+                tracing::warn!(error = %e, "unmounting a created container's rootfs on the host");
+            }
+            Ok(pid)
+        })
+        .await
+        .map_err(CriError::task)?
     }
 }
 
