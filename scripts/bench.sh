@@ -128,10 +128,11 @@ teardown() {
   done
   stop_pid "$registry_pid"
   sleep 0.5
-  # Mounts under the work dir (overlay rootfs, pinned namespaces, shm, the $run tmpfs),
-  # deepest first.
+  # Mounts under the work dir (overlay rootfs, pinned namespaces, shm, the $run tmpfs, the
+  # $disk ext4 whose loop device goes with it), deepest first.
   awk -v w="$work/" 'index($5, w) == 1 {print length($5), $5}' /proc/self/mountinfo |
     sort -rn | cut -d' ' -f2- | while read -r m; do umount -l "$m" 2>/dev/null; done
+  losetup -j "$work/disk.img" 2>/dev/null | cut -d: -f1 | xargs -r -n1 losetup -d 2>/dev/null
   # Network namespaces containerd created (and did not remove).
   comm -13 <(echo "$netns_before") <(ip netns list 2>/dev/null | awk '{print $1}' | sort) |
     while read -r ns; do [ -n "$ns" ] && ip netns del "$ns" 2>/dev/null; done
@@ -178,6 +179,15 @@ trap 'exit 130' INT TERM
 run=$work/run
 mkdir -p "$run"
 mount -t tmpfs -o mode=0755,size=2g skiff-bench-run "$run"
+# Both runtimes' roots (images, snapshots, writable layers) on an ext4 with a journal, as
+# mkfs.ext4 and the Debian installer make it; this VM's root disk has none. Without a journal
+# ext4 does the inode scan above on every new file: the writable layers' directories, overlay's
+# work dirs and each copy-up, for both runtimes.
+disk=$work/disk
+mkdir -p "$disk"
+truncate -s 8G "$work/disk.img"
+mkfs.ext4 -q -F "$work/disk.img"
+mount -o loop "$work/disk.img" "$disk"
 
 wait_socket() { # path pid name
   local i
@@ -244,7 +254,7 @@ cat >"$c/net.d/10-bench.conflist" <<EOF
 EOF
 cat >"$c/config.toml" <<EOF
 version = 2
-root = "$c/root"
+root = "$disk/containerd"
 state = "$run/containerd"
 disabled_plugins = ["io.containerd.snapshotter.v1.btrfs", "io.containerd.snapshotter.v1.zfs",
   "io.containerd.snapshotter.v1.aufs", "io.containerd.snapshotter.v1.devmapper"]
@@ -307,7 +317,7 @@ cat >"$s/net.d/10-bench.conflist" <<EOF
 EOF
 cat >"$s/config.toml" <<EOF
 socket = "$s/skiff.sock"
-root_dir = "$s/root"
+root_dir = "$disk/skiff"
 state_dir = "$run/skiff"
 log_level = "info"
 [cni]
