@@ -122,9 +122,10 @@ pub async fn run(config: Config) -> anyhow::Result<()> {
     let images = Images::new(store.clone());
     let helpers = Helpers::beside_current_exe(&config.state_dir).context("locating helpers")?;
     let state_path = config.root_dir.join("state.redb");
+    let sandboxes_dir = config.state_dir.join("sandboxes");
     let state = tokio::task::spawn_blocking(move || -> anyhow::Result<StateStore> {
         let state = StateStore::open(&state_path)?;
-        recover_sandboxes(&state)?;
+        recover_sandboxes(&state, &sandboxes_dir)?;
         Ok(state)
     })
     .await

@@ -92,6 +92,38 @@ async fn a_crash_inside_run_pod_sandbox_leaves_nothing_half_made() {
 }
 
 #[tokio::test]
+async fn a_sandbox_directory_without_a_record_is_released_at_restart() {
+    // RunPodSandbox pins a pod's namespaces while it commits the pod's record: a crash between
+    // the two leaves a sandbox directory with a pinned namespace and no record.
+    let mut daemon = Skiffd::start("").unwrap();
+    let orphan = daemon.state_dir().join("sandboxes").join("0".repeat(64));
+    let pin = orphan.join("ns/uts");
+    std::fs::create_dir_all(pin.parent().unwrap()).unwrap();
+    std::fs::File::create(&pin).unwrap();
+    let status = std::process::Command::new("mount")
+        .args(["--bind", "/proc/self/ns/uts"])
+        .arg(&pin)
+        .status()
+        .unwrap();
+    assert!(status.success());
+    assert_eq!(mounts_under(&daemon), [pin.display().to_string()]);
+
+    daemon.restart().unwrap();
+    assert!(
+        mounts_under(&daemon).is_empty(),
+        "{:?}",
+        mounts_under(&daemon)
+    );
+    assert!(!orphan.exists(), "orphan sandbox directory kept");
+    // The daemon works normally afterwards.
+    let logs = tempfile::tempdir().unwrap();
+    let id = run_pod(&daemon, &pod_config("after-sweep", "after", logs.path()))
+        .await
+        .unwrap();
+    remove_pod(&daemon, &id).await.unwrap();
+}
+
+#[tokio::test]
 async fn a_crash_inside_create_container_leaves_nothing_half_made() {
     let Node {
         registry: _registry,

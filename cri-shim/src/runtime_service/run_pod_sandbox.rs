@@ -94,25 +94,30 @@ impl Runtime {
             network_attached: false,
             cni_result: None,
         };
-        // Recorded before any host work, so a crash from here on is rolled back at restart.
+        // The record is committed (an fdatasync) while the pod's namespaces are pinned, both at
+        // once. A crash before the commit lands leaves a sandbox directory that no record names,
+        // which the startup sweep releases (`recover_sandboxes`); everything after this point
+        // (the pause process, CNI) waits for the commit, so a crash from there on is rolled back
+        // from the record.
         // On disk the record already owes a CNI DEL when the pod gets a network: one commit
         // instead of a second one just before ADD, and a DEL for a pod that was never added
         // succeeds (the CNI spec requires it). In memory the flag stays false until ADD starts,
         // so an error before then rolls back without a DEL.
-        self.state.put_sandbox(&SandboxRecord {
-            network_attached: self.attachment(&record).is_some(),
-            ..record.clone()
-        })?;
-        crash_point("sandbox-recorded");
-
-        let dns = config.dns_config.clone();
-        let host_network = modes.host_network;
-        let shared_pid = modes.shared_pid;
         let skiffd = std::env::current_exe()
             .map_err(|e| CriError::Internal(format!("locating skiffd: {e}")))?;
-        let setup = tokio::task::spawn_blocking({
+        let commit = tokio::task::spawn_blocking({
+            let state = self.state.clone();
+            let on_disk = SandboxRecord {
+                network_attached: self.attachment(&record).is_some(),
+                ..record.clone()
+            };
+            move || state.put_sandbox(&on_disk)
+        });
+        let dns = config.dns_config.clone();
+        let host_network = modes.host_network;
+        let pin = tokio::task::spawn_blocking({
             let (dir, kinds, hostname) = (dir.clone(), kinds.clone(), hostname.clone());
-            move || -> Result<Option<u32>, CriError> {
+            move || -> Result<(), CriError> {
                 std::fs::create_dir_all(&dir)
                     .map_err(|e| CriError::Internal(format!("creating {}: {e}", dir.display())))?;
                 namespaces::pin(&dir, &kinds, &hostname)
@@ -124,20 +129,40 @@ impl Runtime {
                     dns.as_ref(),
                     host_network,
                 )
-                .map_err(|e| CriError::Internal(format!("writing pod files: {e}")))?;
-                if !shared_pid {
-                    return Ok(None);
-                }
-                let pid = pause::spawn(&skiffd)
-                    .map_err(|e| CriError::Internal(format!("starting the pause process: {e}")))?;
-                namespaces::pin_pid(&dir, pid)
-                    .map(|_| Some(pid))
-                    .map_err(|e| CriError::Internal(format!("pinning the pid namespace: {e}")))
+                .map_err(|e| CriError::Internal(format!("writing pod files: {e}")))
             }
-        })
-        .await
-        .map_err(CriError::task)
-        .and_then(|r| r);
+        });
+        let (commit, pinned) = tokio::join!(commit, pin);
+        if let Err(e) = commit.map_err(CriError::task).and_then(|r| Ok(r?)) {
+            // Nothing durable names this pod: undo the pins here.
+            let partial = record.clone();
+            let _ = tokio::task::spawn_blocking(move || {
+                teardown_namespaces(&partial);
+                let _ = std::fs::remove_dir_all(&partial.dir);
+            })
+            .await;
+            return Err(e);
+        }
+        crash_point("sandbox-recorded");
+
+        let setup = match pinned.map_err(CriError::task).and_then(|r| r) {
+            Ok(()) if modes.shared_pid => {
+                let dir = dir.clone();
+                tokio::task::spawn_blocking(move || -> Result<Option<u32>, CriError> {
+                    let pid = pause::spawn(&skiffd).map_err(|e| {
+                        CriError::Internal(format!("starting the pause process: {e}"))
+                    })?;
+                    namespaces::pin_pid(&dir, pid)
+                        .map(|_| Some(pid))
+                        .map_err(|e| CriError::Internal(format!("pinning the pid namespace: {e}")))
+                })
+                .await
+                .map_err(CriError::task)
+                .and_then(|r| r)
+            }
+            Ok(()) => Ok(None),
+            Err(e) => Err(e),
+        };
 
         crash_point("sandbox-namespaces-pinned");
         let setup = match setup {
