@@ -86,18 +86,45 @@ pub async fn pull_busybox(
         Format::Oci,
     )?;
     let name = format!("{}/{repo}", registry.addr());
-    daemon
+    pull_image(daemon, &name).await?;
+    Ok(name)
+}
+
+/// PullImage of `image`; the image ref, or the call's status for tests of failing pulls.
+pub async fn pull_image(daemon: &Skiffd, image: &str) -> Result<String, tonic::Status> {
+    let mut images = daemon
         .images()
-        .await?
+        .await
+        .map_err(|e| tonic::Status::unavailable(e.to_string()))?;
+    images
         .pull_image(cri::PullImageRequest {
             image: Some(cri::ImageSpec {
-                image: name.clone(),
+                image: image.into(),
                 ..Default::default()
             }),
             ..Default::default()
         })
-        .await?;
-    Ok(name)
+        .await
+        .map(|r| r.into_inner().image_ref)
+}
+
+/// The pod's IP as PodSandboxStatus reports it; an error when it has none.
+pub async fn pod_ip(daemon: &Skiffd, pod_id: &str) -> Result<String> {
+    let status = daemon
+        .runtime()
+        .await?
+        .pod_sandbox_status(cri::PodSandboxStatusRequest {
+            pod_sandbox_id: pod_id.into(),
+            verbose: false,
+        })
+        .await?
+        .into_inner()
+        .status;
+    status
+        .and_then(|s| s.network)
+        .map(|n| n.ip)
+        .filter(|ip| !ip.is_empty())
+        .ok_or_else(|| anyhow::anyhow!("pod {pod_id} has no IP"))
 }
 
 /// RunPodSandbox.

@@ -190,25 +190,6 @@ async fn a_crash_inside_create_container_leaves_nothing_half_made() {
     remove_pod(&daemon, &pod_id).await.unwrap();
 }
 
-/// The pod's IP as PodSandboxStatus reports it.
-async fn pod_ip(daemon: &Skiffd, pod_id: &str) -> String {
-    daemon
-        .runtime()
-        .await
-        .unwrap()
-        .pod_sandbox_status(cri::PodSandboxStatusRequest {
-            pod_sandbox_id: pod_id.into(),
-            verbose: false,
-        })
-        .await
-        .unwrap()
-        .into_inner()
-        .status
-        .and_then(|s| s.network)
-        .map(|n| n.ip)
-        .unwrap_or_default()
-}
-
 /// Creates pods `name-0..count` concurrently, each with a running container printing a line
 /// every 0.2 s; returns (pod ID, container ID) pairs.
 async fn ticking_pods(
@@ -249,7 +230,7 @@ async fn fifty_running_pods_survive_a_daemon_crash() {
     let created_in = started.elapsed();
     let mut ips = std::collections::HashMap::new();
     for (pod_id, _) in &pods {
-        ips.insert(pod_ip(&daemon, pod_id).await, pod_id.clone());
+        ips.insert(pod_ip(&daemon, pod_id).await.unwrap(), pod_id.clone());
     }
     assert_eq!(ips.len(), PODS, "duplicate pod IPs before the crash");
 
@@ -297,7 +278,7 @@ async fn fifty_running_pods_survive_a_daemon_crash() {
     assert_eq!(ready, PODS);
     assert_eq!(running, PODS);
     for (pod_id, _) in &pods {
-        let ip = pod_ip(&daemon, pod_id).await;
+        let ip = pod_ip(&daemon, pod_id).await.unwrap();
         assert_eq!(ips.get(&ip), Some(pod_id), "{pod_id} changed its IP");
     }
 
@@ -319,7 +300,7 @@ async fn fifty_running_pods_survive_a_daemon_crash() {
     // New pods get fresh addresses, none taken by a survivor.
     let fresh = ticking_pods(&daemon, &image, logs.path(), "newcomer", 5).await;
     for (pod_id, _) in &fresh {
-        let ip = pod_ip(&daemon, pod_id).await;
+        let ip = pod_ip(&daemon, pod_id).await.unwrap();
         assert!(!ip.is_empty());
         assert!(
             ips.insert(ip.clone(), pod_id.clone()).is_none(),

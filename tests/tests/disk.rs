@@ -116,22 +116,6 @@ fn host_state(daemon: &Skiffd) -> HostState {
     }
 }
 
-async fn pull(daemon: &Skiffd, image: &str) -> Result<String, tonic::Status> {
-    daemon
-        .images()
-        .await
-        .unwrap()
-        .pull_image(cri::PullImageRequest {
-            image: Some(cri::ImageSpec {
-                image: image.into(),
-                ..Default::default()
-            }),
-            ..Default::default()
-        })
-        .await
-        .map(|r| r.into_inner().image_ref)
-}
-
 async fn create(
     daemon: &Skiffd,
     pod_id: &str,
@@ -187,7 +171,7 @@ async fn pod_with_container(
     name: &str,
     logs: &Path,
 ) -> (String, String) {
-    pull(daemon, image).await.unwrap();
+    pull_image(daemon, image).await.unwrap();
     let pod = pod_config(name, name, logs);
     let pod_id = run_pod(daemon, &pod).await.unwrap();
     let id = start_container(
@@ -229,7 +213,7 @@ async fn a_full_disk_fails_requests_cleanly_and_skiffd_recovers_when_space_is_fr
     let filled = fill(&daemon.root_dir()) + fill(&daemon.state_dir());
     eprintln!("filled {filled} bytes of the two {TMPFS_BYTES}-byte tmpfs");
 
-    let err = pull(&daemon, &later).await.unwrap_err();
+    let err = pull_image(&daemon, &later).await.unwrap_err();
     assert_disk_full("PullImage", &err);
     let err = run_pod(&daemon, &pod_config("during-full", "d", logs.path()))
         .await

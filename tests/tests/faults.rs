@@ -162,20 +162,7 @@ async fn a_registry_that_drops_the_connection_mid_pull_fails_cleanly_then_a_retr
     let daemon = Skiffd::start("").unwrap();
     let image = format!("{}/flaky/busybox:1", proxy.addr());
     let pull = || async {
-        let call = async {
-            daemon
-                .images()
-                .await
-                .unwrap()
-                .pull_image(cri::PullImageRequest {
-                    image: Some(cri::ImageSpec {
-                        image: image.clone(),
-                        ..Default::default()
-                    }),
-                    ..Default::default()
-                })
-                .await
-        };
+        let call = pull_image(&daemon, &image);
         // Bounded so that a hang fails the test instead of stalling it.
         tokio::time::timeout(Duration::from_secs(60), call)
             .await

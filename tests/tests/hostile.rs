@@ -5,7 +5,7 @@
 use bytes::Bytes;
 use skiff_proto::runtime::v1 as cri;
 use skiff_tests::busybox::Variant;
-use skiff_tests::cri::pull_busybox;
+use skiff_tests::cri::{pull_busybox, pull_image};
 use skiff_tests::daemon::Skiffd;
 use skiff_tests::oci_layout::{
     file_header, gzip_with_zeros, raw_tar, sha256_digest, Compression, ImageSpec, Layer, RawEntry,
@@ -18,20 +18,6 @@ use tonic::Code;
 
 /// The layer limit the bomb test configures: far above busybox, far below the bombs.
 const LIMIT: u64 = 64 << 20;
-
-async fn pull(daemon: &Skiffd, image: &str) -> Result<String, tonic::Status> {
-    let mut images = daemon.images().await.unwrap();
-    images
-        .pull_image(cri::PullImageRequest {
-            image: Some(cri::ImageSpec {
-                image: image.into(),
-                ..Default::default()
-            }),
-            ..Default::default()
-        })
-        .await
-        .map(|r| r.into_inner().image_ref)
-}
 
 async fn listed(daemon: &Skiffd) -> usize {
     daemon
@@ -110,7 +96,7 @@ async fn gzip_bombs_stop_at_the_layer_limit_and_leave_nothing() {
     let bomb_size = bomb.len();
     let image = push_layer(&registry, "bomb/file", bomb, placeholder.clone());
     let started = Instant::now();
-    let err = pull(&daemon, &image).await.unwrap_err();
+    let err = pull_image(&daemon, &image).await.unwrap_err();
     let refused_in = started.elapsed();
     assert_eq!(err.code(), Code::ResourceExhausted, "{err}");
     for needle in [&LIMIT.to_string(), "zeros", "max_layer_bytes"] {
@@ -130,7 +116,7 @@ async fn gzip_bombs_stop_at_the_layer_limit_and_leave_nothing() {
     let bomb_size = bomb.len();
     let image = push_layer(&registry, "bomb/tail", bomb, placeholder);
     let started = Instant::now();
-    let err = pull(&daemon, &image).await.unwrap_err();
+    let err = pull_image(&daemon, &image).await.unwrap_err();
     let refused_in = started.elapsed();
     assert_eq!(err.code(), Code::ResourceExhausted, "{err}");
     assert!(err.message().contains(&LIMIT.to_string()), "{err}");
@@ -165,7 +151,7 @@ async fn a_layer_shorter_than_its_header_claims_is_refused_and_leaves_nothing() 
     let mut gz = flate2::write::GzEncoder::new(Vec::new(), flate2::Compression::fast());
     std::io::Write::write_all(&mut gz, &tar).unwrap();
     let image = push_layer(&registry, "liar", gz.finish().unwrap(), sha256_digest(&tar));
-    let err = pull(&daemon, &image).await.unwrap_err();
+    let err = pull_image(&daemon, &image).await.unwrap_err();
     assert_eq!(err.code(), Code::FailedPrecondition, "{err}");
     assert!(
         err.message().contains("liar") && err.message().contains("truncated"),
@@ -440,7 +426,7 @@ async fn device_nodes_in_a_layer_are_created_but_cannot_be_opened() {
     .unwrap();
     let daemon = Skiffd::start("").unwrap();
     let image = format!("{}/devices:1", registry.addr());
-    pull(&daemon, &image).await.unwrap();
+    pull_image(&daemon, &image).await.unwrap();
 
     let logs = tempfile::tempdir().unwrap();
     let pod = skiff_tests::cri::pod_config("devices", "devices", logs.path());

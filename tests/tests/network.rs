@@ -59,25 +59,6 @@ async fn pod_get(daemon: &Skiffd, container: &str, url: &str) -> Option<String> 
     None
 }
 
-async fn pod_ip(daemon: &Skiffd, pod_id: &str) -> String {
-    daemon
-        .runtime()
-        .await
-        .unwrap()
-        .pod_sandbox_status(cri::PodSandboxStatusRequest {
-            pod_sandbox_id: pod_id.into(),
-            verbose: false,
-        })
-        .await
-        .unwrap()
-        .into_inner()
-        .status
-        .unwrap()
-        .network
-        .expect("pod network")
-        .ip
-}
-
 fn free_port() -> u16 {
     std::net::TcpListener::bind("127.0.0.1:0")
         .unwrap()
@@ -139,8 +120,8 @@ async fn pods_reach_each_other_and_the_host_reaches_them_by_ip_and_host_port() {
     .await
     .unwrap();
 
-    let web_ip = pod_ip(&daemon, &web_id).await;
-    let client_ip = pod_ip(&daemon, &client_id).await;
+    let web_ip = pod_ip(&daemon, &web_id).await.unwrap();
+    let client_ip = pod_ip(&daemon, &client_id).await.unwrap();
     assert_ne!(web_ip, client_ip);
 
     // Pod to pod, by IP.
@@ -294,7 +275,10 @@ async fn fifty_pods_created_at_once_get_unique_ips_released_on_removal() {
         .collect();
     let mut ips = HashSet::new();
     for id in &ids {
-        assert!(ips.insert(pod_ip(&daemon, id).await), "duplicate IP");
+        assert!(
+            ips.insert(pod_ip(&daemon, id).await.unwrap()),
+            "duplicate IP"
+        );
     }
     assert_eq!(ips.len(), 50);
     assert_eq!(leases(&daemon).len(), 50);
@@ -373,7 +357,7 @@ async fn skiffd_drives_the_reference_plugins_too() {
     )
     .await
     .unwrap();
-    let server_ip = pod_ip(&daemon, &server_id).await;
+    let server_ip = pod_ip(&daemon, &server_id).await.unwrap();
     assert!(
         server_ip.starts_with(&format!("10.218.{number}.")),
         "{server_ip}"
