@@ -9,7 +9,7 @@ use crate::error::CriError;
 use crate::failpoint::crash_point;
 use crate::sandbox::files::{self, PodFiles};
 use crate::sandbox::namespaces::{self, NsKind};
-use crate::sandbox::{new_id, now_nanos, pause, teardown_namespaces};
+use crate::sandbox::{new_id, now_nanos, pause, remove_from_host};
 use crate::state::{SandboxRecord, SandboxState};
 use prost::Message;
 use skiff_proto::runtime::v1 as cri;
@@ -136,11 +136,7 @@ impl Runtime {
         if let Err(e) = commit.map_err(CriError::task).and_then(|r| Ok(r?)) {
             // Nothing durable names this pod: undo the pins here.
             let partial = record.clone();
-            let _ = tokio::task::spawn_blocking(move || {
-                teardown_namespaces(&partial);
-                let _ = std::fs::remove_dir_all(&partial.dir);
-            })
-            .await;
+            let _ = tokio::task::spawn_blocking(move || remove_from_host(&partial)).await;
             return Err(e);
         }
         crash_point("sandbox-recorded");
@@ -177,11 +173,7 @@ impl Runtime {
             // record.
             self.detach_network(&mut record).await?;
             let partial = record.clone();
-            let _ = tokio::task::spawn_blocking(move || {
-                teardown_namespaces(&partial);
-                let _ = std::fs::remove_dir_all(&partial.dir);
-            })
-            .await;
+            let _ = tokio::task::spawn_blocking(move || remove_from_host(&partial)).await;
             self.state.delete_sandbox(&id)?;
             return Err(e);
         }

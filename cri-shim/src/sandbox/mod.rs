@@ -67,6 +67,13 @@ pub fn teardown_namespaces(record: &SandboxRecord) {
     namespaces::release(&record.dir, &pinned_kinds(record));
 }
 
+/// Undoes a sandbox's host state: [`teardown_namespaces`], then removes its directory.
+/// Blocking, best effort, idempotent.
+pub fn remove_from_host(record: &SandboxRecord) {
+    teardown_namespaces(record);
+    let _ = std::fs::remove_dir_all(&record.dir);
+}
+
 /// Finds the one record whose ID starts with `prefix` (crictl and users pass short IDs).
 /// `None` when nothing or more than one matches.
 pub fn by_prefix<T>(records: Vec<T>, prefix: &str, id: impl Fn(&T) -> &str) -> Option<T> {

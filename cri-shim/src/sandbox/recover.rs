@@ -21,8 +21,7 @@ pub fn recover_sandboxes(
         match record.state {
             SandboxState::Creating => {
                 tracing::warn!(sandbox = %record.id, "rolling back a sandbox a crash left half-made");
-                super::teardown_namespaces(&record);
-                let _ = std::fs::remove_dir_all(&record.dir);
+                super::remove_from_host(&record);
                 state.delete_sandbox(&record.id)?;
             }
             SandboxState::Ready => {
