@@ -71,6 +71,13 @@ pub async fn list_all_containers(daemon: &Skiffd) -> Result<Vec<cri::Container>>
     Ok(reply.into_inner().containers)
 }
 
+/// Every image the daemon lists, unfiltered.
+pub async fn list_all_images(daemon: &Skiffd) -> Result<Vec<cri::Image>> {
+    let request = cri::ListImagesRequest::default();
+    let reply = daemon.images().await?.list_images(request).await?;
+    Ok(reply.into_inner().images)
+}
+
 /// Pushes the busybox image to `registry` and pulls it through `daemon`; returns its name.
 pub async fn pull_busybox(
     daemon: &Skiffd,

@@ -151,16 +151,7 @@ async fn listing(daemon: &Skiffd) -> (Vec<String>, Vec<(String, i32)>, usize) {
         .map(|c| (c.id, c.state))
         .collect();
     containers.sort();
-    let images = daemon
-        .images()
-        .await
-        .unwrap()
-        .list_images(cri::ListImagesRequest::default())
-        .await
-        .unwrap()
-        .into_inner()
-        .images
-        .len();
+    let images = list_all_images(daemon).await.unwrap().len();
     (pods, containers, images)
 }
 

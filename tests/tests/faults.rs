@@ -185,15 +185,7 @@ async fn a_registry_that_drops_the_connection_mid_pull_fails_cleanly_then_a_retr
         assert!(proxy.cuts() > cuts_before, "the proxy cut nothing");
         assert_eq!(err.code(), Code::Unavailable, "cut at {cut_after}: {err}");
         assert!(err.message().contains(&proxy.addr()), "{err}");
-        let listed = daemon
-            .images()
-            .await
-            .unwrap()
-            .list_images(cri::ListImagesRequest::default())
-            .await
-            .unwrap()
-            .into_inner()
-            .images;
+        let listed = list_all_images(&daemon).await.unwrap();
         assert!(listed.is_empty(), "cut at {cut_after}: {listed:?}");
         for dir in ["content/ingest", "content/blobs/sha256", "layers"] {
             assert_eq!(entries(dir), 0, "cut at {cut_after}: {dir} is not empty");

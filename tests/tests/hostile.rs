@@ -5,7 +5,7 @@
 use bytes::Bytes;
 use skiff_proto::runtime::v1 as cri;
 use skiff_tests::busybox::Variant;
-use skiff_tests::cri::{pull_busybox, pull_image};
+use skiff_tests::cri::{list_all_images, pull_busybox, pull_image};
 use skiff_tests::daemon::Skiffd;
 use skiff_tests::oci_layout::{
     file_header, gzip_with_zeros, raw_tar, sha256_digest, Compression, ImageSpec, Layer, RawEntry,
@@ -18,19 +18,6 @@ use tonic::Code;
 
 /// The layer limit the bomb test configures: far above busybox, far below the bombs.
 const LIMIT: u64 = 64 << 20;
-
-async fn listed(daemon: &Skiffd) -> usize {
-    daemon
-        .images()
-        .await
-        .unwrap()
-        .list_images(cri::ListImagesRequest::default())
-        .await
-        .unwrap()
-        .into_inner()
-        .images
-        .len()
-}
 
 fn count_entries(dir: &Path) -> usize {
     std::fs::read_dir(dir).map(|d| d.count()).unwrap_or(0)
@@ -56,7 +43,11 @@ fn disk_use(dir: &Path) -> u64 {
 
 /// Asserts the image store holds nothing: no image, blob, download or (half-)unpacked layer.
 async fn assert_store_empty(daemon: &Skiffd, what: &str) {
-    assert_eq!(listed(daemon).await, 0, "{what}: an image is listed");
+    assert_eq!(
+        list_all_images(daemon).await.unwrap().len(),
+        0,
+        "{what}: an image is listed"
+    );
     let images = daemon.root_dir().join("images");
     for dir in ["layers", "content/ingest", "content/blobs/sha256"] {
         let left = count_entries(&images.join(dir));
@@ -137,7 +128,7 @@ async fn gzip_bombs_stop_at_the_layer_limit_and_leave_nothing() {
     pull_busybox(&daemon, &registry, Variant::Plain)
         .await
         .unwrap();
-    assert_eq!(listed(&daemon).await, 1);
+    assert_eq!(list_all_images(&daemon).await.unwrap().len(), 1);
 }
 
 #[tokio::test]

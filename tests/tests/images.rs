@@ -3,6 +3,7 @@
 
 use skiff_proto::runtime::v1 as cri;
 use skiff_tests::busybox::{busybox_layout, Variant};
+use skiff_tests::cri::list_all_images;
 use skiff_tests::daemon::Skiffd;
 use skiff_tests::oci_layout::{raw_tar, Compression, ImageSpec, Layer, RawEntry};
 use skiff_tests::registry::{push, push_index, Format, Registry};
@@ -38,16 +39,6 @@ async fn status(daemon: &Skiffd, image: &str) -> Result<Option<cri::Image>, toni
     Ok(reply.into_inner().image)
 }
 
-async fn list(daemon: &Skiffd) -> Vec<cri::Image> {
-    let mut images = daemon.images().await.unwrap();
-    images
-        .list_images(cri::ListImagesRequest::default())
-        .await
-        .unwrap()
-        .into_inner()
-        .images
-}
-
 async fn remove(daemon: &Skiffd, image: &str) -> Result<(), tonic::Status> {
     let mut images = daemon.images().await.unwrap();
     images
@@ -80,7 +71,7 @@ async fn pull_by_tag_then_find_it_by_every_reference_and_remove_it() {
         "image_ref {id}"
     );
 
-    let listed = list(&daemon).await;
+    let listed = list_all_images(&daemon).await.unwrap();
     assert_eq!(listed.len(), 1);
     let image = &listed[0];
     assert_eq!(image.id, id);
@@ -158,7 +149,7 @@ async fn pull_by_tag_then_find_it_by_every_reference_and_remove_it() {
 
     remove(&daemon, &name).await.unwrap();
     assert_eq!(status(&daemon, &id).await.unwrap(), None);
-    assert!(list(&daemon).await.is_empty());
+    assert!(list_all_images(&daemon).await.unwrap().is_empty());
     assert_eq!(count_entries(&layers), 0, "layers left after removal");
     assert_eq!(
         count_entries(&daemon.dir().join("root/images/content/blobs/sha256")),
@@ -207,7 +198,7 @@ async fn a_pull_by_digest_records_no_tag_and_two_tags_list_both() {
         vec![format!("{addr}/bb:one"), format!("{addr}/bb:two")]
     );
     assert_eq!(image.repo_digests, vec![by_digest]);
-    assert_eq!(list(&daemon).await.len(), 1);
+    assert_eq!(list_all_images(&daemon).await.unwrap().len(), 1);
 
     // A tag that moves to another image leaves the first image with its other names.
     push(
@@ -222,7 +213,7 @@ async fn a_pull_by_digest_records_no_tag_and_two_tags_list_both() {
     assert_ne!(other, id);
     let first = status(&daemon, &id).await.unwrap().unwrap();
     assert_eq!(first.repo_tags, vec![format!("{addr}/bb:one")]);
-    assert_eq!(list(&daemon).await.len(), 2);
+    assert_eq!(list_all_images(&daemon).await.unwrap().len(), 2);
 }
 
 #[tokio::test]
@@ -335,7 +326,7 @@ async fn images_survive_a_daemon_crash() {
         .unwrap()
         .expect("image after restart");
     assert_eq!(image.id, id);
-    assert_eq!(list(&daemon).await.len(), 1);
+    assert_eq!(list_all_images(&daemon).await.unwrap().len(), 1);
 }
 
 #[tokio::test]
@@ -425,7 +416,7 @@ async fn bad_requests_get_the_right_codes_and_leave_nothing() {
         None
     );
     remove(&daemon, "never/pulled:1").await.unwrap();
-    assert!(list(&daemon).await.is_empty());
+    assert!(list_all_images(&daemon).await.unwrap().is_empty());
 }
 
 /// Builds an image whose only layer is `tar`, pushes it and pulls it through skiffd.
@@ -512,7 +503,7 @@ async fn hostile_layers_are_rejected_and_the_host_is_untouched() {
         "something was written outside the layer"
     );
     assert!(
-        list(&daemon).await.is_empty(),
+        list_all_images(&daemon).await.unwrap().is_empty(),
         "a rejected image is not listed"
     );
     let layers = daemon.dir().join("root/images/layers");
@@ -606,7 +597,7 @@ async fn a_self_signed_registry_needs_skip_verify() {
         Code::Unavailable,
         "an untrusted certificate is refused: {err}"
     );
-    assert!(list(&strict).await.is_empty());
+    assert!(list_all_images(&strict).await.unwrap().is_empty());
 
     let config = format!(
         "[registry.hosts.\"{}\"]\nskip_verify = true\n",
