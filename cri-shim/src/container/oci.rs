@@ -1,8 +1,17 @@
-//! Running `skiff-oci` (our runc-shaped runtime) for the short lifecycle commands.
+//! Running `skiff-oci` (our runc-shaped runtime) for the short lifecycle commands, and
+//! `start` in this process.
 
 use std::path::{Path, PathBuf};
 use std::process::Output;
+use std::sync::{Mutex, PoisonError};
+
+use skiff_runtime::oci::start;
 use tokio::process::Command;
+
+/// Held by every in-process start: libcontainer's start changes the working directory
+/// of the whole process for a moment (so a long notify-socket path fits in a socket
+/// address), and two at once could connect to each other's socket.
+static START_LOCK: Mutex<()> = Mutex::new(());
 
 /// Where the helper binaries are: beside skiffd itself.
 #[derive(Debug, Clone)]
@@ -60,9 +69,29 @@ impl Helpers {
         }
     }
 
-    /// `start ID`.
+    /// Starts a created container, in this process: a start only writes to the init's
+    /// notify socket and updates the state file, so exec'ing `skiff-oci start` would
+    /// spend most of the call loading a binary (about 1.5 of 3 ms here).
+    ///
+    /// It runs on a blocking thread under [`START_LOCK`]: libcontainer changes the
+    /// process's working directory while it connects to the notify socket.
     pub async fn start(&self, id: &str) -> Result<(), OciCommandError> {
-        self.run(&["start", id]).await.map(|_| ())
+        let root = self.oci_root.clone();
+        let args = start::StartArgs { id: id.to_string() };
+        let started = tokio::task::spawn_blocking(move || {
+            let _cwd = START_LOCK.lock().unwrap_or_else(PoisonError::into_inner);
+            start::start(&root, &args)
+        })
+        .await;
+        let message = match started {
+            Ok(Ok(())) => return Ok(()),
+            Ok(Err(err)) => err.to_string(),
+            Err(join) => format!("start thread failed: {join}"),
+        };
+        Err(OciCommandError {
+            command: "start".to_string(),
+            message,
+        })
     }
 
     /// `kill ID SIGNAL`; a container that already stopped is not an error.

@@ -1,9 +1,11 @@
 //! A runc-shaped OCI runtime built on youki's libcontainer: the library behind the
 //! `skiff-oci` binary.
 //!
-//! libcontainer must run in a fresh single-threaded process (it clones the caller
-//! and changes its working directory), so skiffd never calls this module directly:
-//! the per-container monitor execs `skiff-oci`, one process per command.
+//! libcontainer must run in a fresh single-threaded process for `create` and `exec`
+//! (it clones the caller), so the per-container monitor and skiffd exec `skiff-oci`,
+//! one process per command. The exception is [`start`], which clones nothing:
+//! skiffd calls it on a blocking thread, one at a time, because libcontainer changes
+//! the process's working directory while it notifies the init.
 //!
 //! One file per command ([`create`], [`start`], [`state`], [`kill`], [`delete`],
 //! [`exec`]), each with its clap arguments and a function taking the state root
