@@ -8,6 +8,7 @@ use crate::container::oci::Helpers;
 use crate::container::recover::recover_containers;
 use crate::image_service::Images;
 use crate::runtime_service::Runtime;
+use crate::sandbox::pin_space;
 use crate::sandbox::recover::recover_sandboxes;
 use crate::state::StateStore;
 use crate::streaming::{ExecEnv, StreamingServer};
@@ -123,7 +124,10 @@ pub async fn run(config: Config) -> anyhow::Result<()> {
     let helpers = Helpers::beside_current_exe(&config.state_dir).context("locating helpers")?;
     let state_path = config.root_dir.join("state.redb");
     let sandboxes_dir = config.state_dir.join("sandboxes");
+    let state_dir = config.state_dir.clone();
     let state = tokio::task::spawn_blocking(move || -> anyhow::Result<StateStore> {
+        // Before recovery, which checks and releases pins.
+        pin_space::open(&state_dir).context("opening the pin space")?;
         let state = StateStore::open(&state_path)?;
         recover_sandboxes(&state, &sandboxes_dir)?;
         Ok(state)

@@ -148,6 +148,38 @@ impl Skiffd {
         self.child.as_ref().map(Child::id)
     }
 
+    /// Mount points this daemon left: those under its directory in the host's mount table
+    /// (except the pin space's own pin, `run/pins.mnt`, which lives as long as the node), and
+    /// the pods' namespace pins inside its pin space (as `pin space:/sandboxes/...`).
+    pub fn mounts_left(&self) -> Vec<String> {
+        let dir = self.dir().display().to_string();
+        let space = self.state_dir().join("pins.mnt").display().to_string();
+        let points = |info: &str| -> Vec<String> {
+            info.lines()
+                .filter_map(|l| l.split(' ').nth(4))
+                .map(str::to_string)
+                .collect()
+        };
+        let host = std::fs::read_to_string("/proc/self/mountinfo").unwrap_or_default();
+        let mut left: Vec<String> = points(&host)
+            .into_iter()
+            .filter(|p| p.starts_with(&dir) && *p != space)
+            .collect();
+        // `pinroot` links to the root of a skiffd thread inside the pin space; that thread's
+        // mountinfo is the pin space's table.
+        if let Ok(root) = std::fs::read_link(self.state_dir().join("pinroot")) {
+            let inside =
+                std::fs::read_to_string(root.with_file_name("mountinfo")).unwrap_or_default();
+            left.extend(
+                points(&inside)
+                    .into_iter()
+                    .filter(|p| p.starts_with("/sandboxes/"))
+                    .map(|p| format!("pin space:{p}")),
+            );
+        }
+        left
+    }
+
     /// The daemon's log so far (stderr).
     pub fn log(&self) -> String {
         std::fs::read_to_string(self.dir.path().join("skiffd.log")).unwrap_or_default()
@@ -288,7 +320,7 @@ impl Drop for Skiffd {
         // A test that failed half-way leaves containers behind: kill them through the runtime
         // (their monitors then exit) before anything is unmounted.
         delete_containers(&self.dir.path().join("run/oci"));
-        kill_pause_processes(&self.dir.path().join("run/sandboxes"));
+        kill_pause_processes(&self.dir.path().join("run"));
         // A test that failed half-way leaves pods behind: release whatever the daemon mounted
         // under its directory (pinned namespaces, rootfs overlays), deepest first, so nothing
         // outlives the test.
@@ -430,17 +462,40 @@ fn delete_containers(oci_root: &Path) {
     }
 }
 
-/// Kills the pause processes holding the shared PID namespaces pinned under `sandboxes`.
-fn kill_pause_processes(sandboxes: &Path) {
+/// The PID namespaces pinned in the pin space of the daemon whose state directory is
+/// `state_dir`, read from inside it: the daemon (whose thread `pinroot` leads into it) may be
+/// dead already, but `pins.mnt` still holds the pin space.
+fn pinned_pid_namespaces(state_dir: &Path) -> Vec<(u64, u64)> {
+    use nix::sched::{setns, unshare, CloneFlags};
     use std::os::unix::fs::MetadataExt;
-    let Ok(entries) = std::fs::read_dir(sandboxes) else {
-        return;
+    let Ok(space) = std::fs::File::open(state_dir.join("pins.mnt")) else {
+        return Vec::new();
     };
-    let pinned: Vec<(u64, u64)> = entries
-        .flatten()
-        .filter_map(|e| std::fs::metadata(e.path().join("ns/pid")).ok())
-        .map(|m| (m.dev(), m.ino()))
-        .collect();
+    // setns applies to this thread only, and only once it stops sharing its root with the
+    // test's other threads; the thread ends right after.
+    std::thread::spawn(move || {
+        if unshare(CloneFlags::CLONE_FS).is_err() || setns(&space, CloneFlags::CLONE_NEWNS).is_err()
+        {
+            return Vec::new();
+        }
+        let Ok(entries) = std::fs::read_dir("/sandboxes") else {
+            return Vec::new();
+        };
+        entries
+            .flatten()
+            .filter_map(|e| std::fs::metadata(e.path().join("ns/pid")).ok())
+            .map(|m| (m.dev(), m.ino()))
+            .collect()
+    })
+    .join()
+    .unwrap_or_default()
+}
+
+/// Kills the pause processes holding the shared PID namespaces pinned in the daemon's pin
+/// space.
+fn kill_pause_processes(state_dir: &Path) {
+    use std::os::unix::fs::MetadataExt;
+    let pinned = pinned_pid_namespaces(state_dir);
     if pinned.is_empty() {
         return;
     }

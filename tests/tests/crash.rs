@@ -23,14 +23,7 @@ fn leases(daemon: &Skiffd) -> usize {
 }
 
 fn mounts_under(daemon: &Skiffd) -> Vec<String> {
-    let prefix = daemon.dir().display().to_string();
-    std::fs::read_to_string("/proc/self/mountinfo")
-        .unwrap()
-        .lines()
-        .filter_map(|l| l.split(' ').nth(4))
-        .filter(|p| p.starts_with(&prefix))
-        .map(str::to_string)
-        .collect()
+    daemon.mounts_left()
 }
 
 fn monitors_of(daemon: &Skiffd) -> usize {

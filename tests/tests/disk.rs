@@ -81,13 +81,7 @@ fn entries(dir: PathBuf) -> Vec<String> {
 
 fn host_state(daemon: &Skiffd) -> HostState {
     let prefix = daemon.dir().display().to_string();
-    let mut mounts: Vec<String> = std::fs::read_to_string("/proc/self/mountinfo")
-        .unwrap()
-        .lines()
-        .filter_map(|l| l.split(' ').nth(4))
-        .filter(|p| p.starts_with(&prefix))
-        .map(str::to_string)
-        .collect();
+    let mut mounts = daemon.mounts_left();
     mounts.sort();
     let monitors = std::fs::read_dir("/proc")
         .unwrap()

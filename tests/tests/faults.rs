@@ -17,11 +17,8 @@ use tonic::Code;
 async fn assert_no_pod_left(daemon: &Skiffd) {
     let pods = list_all_pods(daemon).await.unwrap();
     assert!(pods.is_empty(), "{pods:?}");
-    let mounts = std::fs::read_to_string("/proc/self/mountinfo").unwrap();
-    assert!(
-        !mounts.contains(daemon.dir().to_str().unwrap()),
-        "no pinned namespace left"
-    );
+    let mounts = daemon.mounts_left();
+    assert!(mounts.is_empty(), "no pinned namespace left: {mounts:?}");
     let sandboxes = std::fs::read_dir(daemon.dir().join("run/sandboxes"))
         .map(|d| d.count())
         .unwrap_or(0);

@@ -82,11 +82,27 @@ fn in_ns(flag: &str, ns: &Path, args: &[&str]) -> String {
     String::from_utf8(out.stdout).unwrap()
 }
 
-fn is_mounted(path: &Path) -> bool {
-    std::fs::read_to_string("/proc/self/mountinfo")
-        .unwrap()
-        .lines()
-        .any(|l| l.split(' ').nth(4) == Some(path.to_str().unwrap()))
+/// A pod's pinned namespace of `kind` (`net`, `ipc`, `uts`, `pid`), by the path skiffd gives
+/// containers and CNI plugins: through `pinroot` into skiffd's pin space.
+fn pin(daemon: &Skiffd, id: &str, kind: &str) -> PathBuf {
+    daemon
+        .dir()
+        .join("run/pinroot/sandboxes")
+        .join(id)
+        .join("ns")
+        .join(kind)
+}
+
+/// True when `path` is a pinned namespace (an nsfs file).
+fn is_pinned(path: &Path) -> bool {
+    const NSFS_MAGIC: i64 = 0x6e73_6673;
+    nix::sys::statfs::statfs(path).is_ok_and(|fs| fs.filesystem_type().0 == NSFS_MAGIC)
+}
+
+/// The mount table of skiffd's pin space (that of the thread `pinroot` points into).
+fn pin_space_mounts(daemon: &Skiffd) -> String {
+    let root = std::fs::read_link(daemon.dir().join("run/pinroot")).unwrap();
+    std::fs::read_to_string(root.with_file_name("mountinfo")).unwrap()
 }
 
 #[tokio::test]
@@ -98,7 +114,7 @@ async fn a_pod_has_its_own_network_and_hostname_and_generated_files() {
     let dir = sandbox_dir(&daemon, &id);
 
     // The network namespace has loopback (up) and the CNI plugin's eth0 with the pod's IP.
-    let links = in_ns("net", &dir.join("ns/net"), &["ip", "-o", "link"]);
+    let links = in_ns("net", &pin(&daemon, &id, "net"), &["ip", "-o", "link"]);
     assert_eq!(links.lines().count(), 2, "{links}");
     assert!(links.contains("lo:") && links.contains("UP"), "{links}");
     let status = pod_status(&daemon, &id).await.unwrap();
@@ -107,7 +123,7 @@ async fn a_pod_has_its_own_network_and_hostname_and_generated_files() {
     assert!(ip.starts_with(&subnet), "pod IP {ip} outside {subnet}0/24");
     let addrs = in_ns(
         "net",
-        &dir.join("ns/net"),
+        &pin(&daemon, &id, "net"),
         &["ip", "-o", "-4", "addr", "show", "eth0"],
     );
     assert!(addrs.contains(&format!("{ip}/24")), "{addrs}");
@@ -116,7 +132,7 @@ async fn a_pod_has_its_own_network_and_hostname_and_generated_files() {
     assert!(hosts.contains(&format!("{ip}\tweb-host")), "{hosts}");
     // The UTS namespace carries the pod's hostname; the host's is unchanged.
     assert_eq!(
-        in_ns("uts", &dir.join("ns/uts"), &["hostname"]).trim(),
+        in_ns("uts", &pin(&daemon, &id, "uts"), &["hostname"]).trim(),
         "web-host"
     );
     assert_ne!(
@@ -149,7 +165,7 @@ async fn a_pod_has_its_own_network_and_hostname_and_generated_files() {
         .await
         .unwrap();
     assert!(
-        !is_mounted(&dir.join("ns/net")),
+        !is_pinned(&pin(&daemon, &id, "net")),
         "netns pin released on stop"
     );
     let status = pod_status(&daemon, &id).await.unwrap();
@@ -184,18 +200,13 @@ async fn two_pods_are_isolated_from_each_other() {
     let a = run_pod(&daemon, pod_config("a", "host-a")).await.unwrap();
     let b = run_pod(&daemon, pod_config("b", "host-b")).await.unwrap();
     let (na, nb) = (
-        std::fs::metadata(sandbox_dir(&daemon, &a).join("ns/net")).unwrap(),
-        std::fs::metadata(sandbox_dir(&daemon, &b).join("ns/net")).unwrap(),
+        std::fs::metadata(pin(&daemon, &a, "net")).unwrap(),
+        std::fs::metadata(pin(&daemon, &b, "net")).unwrap(),
     );
     use std::os::unix::fs::MetadataExt;
     assert_ne!(na.ino(), nb.ino(), "each pod has its own network namespace");
     assert_eq!(
-        in_ns(
-            "uts",
-            &sandbox_dir(&daemon, &b).join("ns/uts"),
-            &["hostname"]
-        )
-        .trim(),
+        in_ns("uts", &pin(&daemon, &b, "uts"), &["hostname"]).trim(),
         "host-b"
     );
     let mut runtime = daemon.runtime().await.unwrap();
@@ -328,7 +339,7 @@ async fn a_pod_without_a_hostname_gets_the_hosts_even_with_a_long_name() {
     let host = nix::unistd::gethostname().unwrap();
     let host = host.to_str().unwrap();
     assert_eq!(
-        in_ns("uts", &dir.join("ns/uts"), &["hostname"]).trim(),
+        in_ns("uts", &pin(&daemon, &id, "uts"), &["hostname"]).trim(),
         host
     );
     assert_eq!(
@@ -367,10 +378,13 @@ async fn host_network_pods_share_the_host_network() {
     let id = run_pod(&daemon, config).await.unwrap();
     let dir = sandbox_dir(&daemon, &id);
     assert!(
-        !dir.join("ns/net").exists(),
+        !is_pinned(&pin(&daemon, &id, "net")),
         "no network namespace of its own"
     );
-    assert!(dir.join("ns/ipc").exists(), "but its own IPC namespace");
+    assert!(
+        is_pinned(&pin(&daemon, &id, "ipc")),
+        "but its own IPC namespace"
+    );
     let host = nix::unistd::gethostname().unwrap();
     assert_eq!(
         std::fs::read_to_string(dir.join("hostname"))
@@ -392,12 +406,47 @@ async fn pods_survive_a_daemon_crash() {
     daemon.restart().unwrap();
     let status = pod_status(&daemon, &id).await.unwrap();
     assert_eq!(status.state, cri::PodSandboxState::SandboxReady as i32);
-    let netns = sandbox_dir(&daemon, &id).join("ns/net");
-    assert!(is_mounted(&netns));
+    let netns = pin(&daemon, &id, "net");
+    assert!(is_pinned(&netns));
     let mut runtime = daemon.runtime().await.unwrap();
     runtime
         .remove_pod_sandbox(cri::RemovePodSandboxRequest { pod_sandbox_id: id })
         .await
         .unwrap();
-    assert!(!is_mounted(&netns));
+    assert!(!is_pinned(&netns));
+}
+
+/// A pod's pins are mounts in skiffd's pin space, not in the host's mount table, which every
+/// container create reads (libcontainer) and copies: the host keeps one line for the whole
+/// pin space however many pods run.
+#[tokio::test]
+async fn pins_live_in_the_pin_space_not_in_the_host_mount_table() {
+    let daemon = Skiffd::start("").unwrap();
+    let host_lines = || std::fs::read_to_string("/proc/self/mountinfo").unwrap();
+    let id = run_pod(&daemon, pod_config("pinned", "pinned"))
+        .await
+        .unwrap();
+    for kind in ["net", "ipc", "uts"] {
+        assert!(is_pinned(&pin(&daemon, &id, kind)), "{kind} pinned");
+    }
+    assert!(!host_lines().contains(&id), "{}", host_lines());
+    let inside = pin_space_mounts(&daemon);
+    for kind in ["net", "ipc", "uts"] {
+        assert!(inside.contains(&format!("{id}/ns/{kind} ")), "{inside}");
+    }
+    let space = daemon.dir().join("run/pins.mnt");
+    assert!(
+        host_lines().contains(&format!(" {} ", space.display())),
+        "the host pins the pin space"
+    );
+
+    let mut runtime = daemon.runtime().await.unwrap();
+    runtime
+        .remove_pod_sandbox(cri::RemovePodSandboxRequest {
+            pod_sandbox_id: id.clone(),
+        })
+        .await
+        .unwrap();
+    let inside = pin_space_mounts(&daemon);
+    assert!(!inside.contains(&id), "{inside}");
 }

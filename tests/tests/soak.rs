@@ -21,11 +21,9 @@ fn open_fds(pid: u32) -> usize {
 
 fn leftovers(daemon: &Skiffd) -> Vec<String> {
     let dir = daemon.dir().display().to_string();
-    let mut found: Vec<String> = std::fs::read_to_string("/proc/self/mountinfo")
-        .unwrap()
-        .lines()
-        .filter_map(|l| l.split(' ').nth(4))
-        .filter(|m| m.starts_with(&dir))
+    let mut found: Vec<String> = daemon
+        .mounts_left()
+        .into_iter()
         .map(|m| format!("mount {m}"))
         .collect();
     for entry in std::fs::read_dir("/proc").unwrap().flatten() {

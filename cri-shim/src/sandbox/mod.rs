@@ -4,6 +4,7 @@
 pub mod files;
 pub mod namespaces;
 pub mod pause;
+pub mod pin_space;
 pub mod recover;
 
 use crate::state::SandboxRecord;

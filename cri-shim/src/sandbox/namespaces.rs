@@ -1,6 +1,8 @@
 //! Pinned namespaces: a pod's network, IPC and UTS namespaces are created by `unshare` on a
 //! short-lived dedicated thread and kept alive by bind-mounting `/proc/thread-self/ns/*` onto
-//! files in the sandbox directory — no pause process. Containers join them by path.
+//! files in the sandbox directory — no pause process. The bind mounts are made in skiffd's
+//! pin space ([`super::pin_space`]), not in the host's mount table; containers and CNI plugins
+//! reach them by path through `<state_dir>/pinroot`.
 //!
 //! `unshare` changes the calling thread's namespaces, so it never runs on a tokio worker: the
 //! thread that does it exits right after, taking the changed namespaces with it.
@@ -8,6 +10,8 @@
 use nix::mount::{mount, umount2, MntFlags, MsFlags};
 use nix::sched::{unshare, CloneFlags};
 use std::path::{Path, PathBuf};
+
+use super::pin_space;
 
 /// A namespace kind that a sandbox pins.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -67,36 +71,35 @@ pub enum NsError {
     ThreadPanicked,
 }
 
-/// Where a pinned namespace lives inside the sandbox directory.
+/// The path of a sandbox's pinned namespace, as the host opens it (through the pin space).
 pub fn ns_path(dir: &Path, kind: NsKind) -> PathBuf {
+    pin_space::view(dir, kind.name())
+}
+
+/// Where skiffd pinned namespaces before the pin space existed: in the host's mount table.
+/// Sandboxes recorded then still use these paths, and releasing unmounts them.
+fn host_path(dir: &Path, kind: NsKind) -> PathBuf {
     dir.join("ns").join(kind.name())
 }
 
 /// Creates new namespaces of `kinds`, sets `hostname` in the new UTS namespace, brings up
-/// loopback in the new network namespace, and pins each under `dir/ns/`. Blocking.
-/// On error, whatever was pinned is released again.
+/// loopback in the new network namespace, and pins each under `dir/ns/` in the pin space.
+/// Blocking. On error, whatever was pinned is released again.
 pub fn pin(dir: &Path, kinds: &[NsKind], hostname: &str) -> Result<(), NsError> {
     let (dir, kinds, hostname) = (dir.to_path_buf(), kinds.to_vec(), hostname.to_string());
-    let result = std::thread::Builder::new()
-        .name("skiff-pinns".into())
-        .spawn({
-            let (dir, kinds) = (dir.clone(), kinds.clone());
-            move || pin_on_this_thread(&dir, &kinds, &hostname)
-        })
-        .map_err(|source| NsError::Io {
-            what: "starting the namespace thread".into(),
-            source,
-        })?
-        .join()
-        .map_err(|_| NsError::ThreadPanicked)?;
+    let result = pin_space::run_inside("skiff-pinns", {
+        let (dir, kinds) = (dir.clone(), kinds.clone());
+        move || pin_on_this_thread(&dir, &kinds, &hostname)
+    });
     if result.is_err() {
         release(&dir, &kinds);
     }
     result
 }
 
+/// Runs on a thread inside the pin space.
 fn pin_on_this_thread(dir: &Path, kinds: &[NsKind], hostname: &str) -> Result<(), NsError> {
-    let ns_dir = dir.join("ns");
+    let ns_dir = pin_space::inside(dir, "");
     std::fs::create_dir_all(&ns_dir).map_err(|source| NsError::Io {
         what: format!("creating {}", ns_dir.display()),
         source,
@@ -118,25 +121,32 @@ fn pin_on_this_thread(dir: &Path, kinds: &[NsKind], hostname: &str) -> Result<()
         loopback_up()?;
     }
     for kind in kinds.iter().filter(|k| **k != NsKind::Pid) {
-        let target = ns_path(dir, *kind);
-        std::fs::File::create(&target).map_err(|source| NsError::Io {
-            what: format!("creating {}", target.display()),
-            source,
-        })?;
-        let source = format!("/proc/thread-self/ns/{}", kind.name());
-        mount(
-            Some(source.as_str()),
-            &target,
-            None::<&str>,
-            MsFlags::MS_BIND,
-            None::<&str>,
-        )
-        .map_err(|source| NsError::Sys {
-            what: format!("bind-mounting the {} namespace", kind.name()),
-            source,
-        })?;
+        bind_ns(
+            &format!("/proc/thread-self/ns/{}", kind.name()),
+            &pin_space::inside(dir, kind.name()),
+        )?;
     }
     Ok(())
+}
+
+/// Bind-mounts the nsfs file `source` onto a new file `target` (paths in the calling thread's
+/// mount namespace).
+fn bind_ns(source: &str, target: &Path) -> Result<(), NsError> {
+    std::fs::File::create(target).map_err(|source| NsError::Io {
+        what: format!("creating {}", target.display()),
+        source,
+    })?;
+    mount(
+        Some(source),
+        target,
+        None::<&str>,
+        MsFlags::MS_BIND,
+        None::<&str>,
+    )
+    .map_err(|errno| NsError::Sys {
+        what: format!("bind-mounting {source}"),
+        source: errno,
+    })
 }
 
 /// Sets IFF_UP on `lo` in the calling thread's network namespace.
@@ -173,24 +183,12 @@ fn loopback_up() -> Result<(), NsError> {
     }
 }
 
-/// Pins the PID namespace of process `pid` (the pod's pause process) under `dir/ns/pid`.
+/// Pins the PID namespace of process `pid` (the pod's pause process) under `dir/ns/pid` in the
+/// pin space. Blocking.
 pub fn pin_pid(dir: &Path, pid: u32) -> Result<(), NsError> {
-    let target = ns_path(dir, NsKind::Pid);
-    std::fs::File::create(&target).map_err(|source| NsError::Io {
-        what: format!("creating {}", target.display()),
-        source,
-    })?;
-    let source = format!("/proc/{pid}/ns/pid");
-    mount(
-        Some(source.as_str()),
-        &target,
-        None::<&str>,
-        MsFlags::MS_BIND,
-        None::<&str>,
-    )
-    .map_err(|source| NsError::Sys {
-        what: "bind-mounting the pid namespace".into(),
-        source,
+    let target = pin_space::inside(dir, NsKind::Pid.name());
+    pin_space::run_inside("skiff-pinpid", move || {
+        bind_ns(&format!("/proc/{pid}/ns/pid"), &target)
     })
 }
 
@@ -207,13 +205,24 @@ pub fn process_in_ns(pid: u32, pinned: &Path) -> bool {
     theirs.ino() == ours.ino() && theirs.dev() == ours.dev()
 }
 
-/// Unmounts and removes the pins of `kinds` under `dir`. Best effort and idempotent: a pin that
-/// is already gone is fine. Blocking.
+/// Unmounts and removes the pins of `kinds` under `dir`, in the pin space and (for sandboxes
+/// pinned before it existed) on the host. Best effort and idempotent: a pin that is already
+/// gone is fine. Blocking.
 pub fn release(dir: &Path, kinds: &[NsKind]) {
+    // MNT_DETACH: a process still inside does not block teardown; the namespace dies with
+    // its last user.
+    let inside: Vec<PathBuf> = kinds
+        .iter()
+        .map(|kind| pin_space::inside(dir, kind.name()))
+        .collect();
+    let _ = pin_space::run_inside("skiff-unpin", move || {
+        for target in &inside {
+            let _ = umount2(target, MntFlags::MNT_DETACH);
+        }
+        Ok(())
+    });
     for kind in kinds {
-        let target = ns_path(dir, *kind);
-        // MNT_DETACH: a process still inside does not block teardown; the namespace dies with
-        // its last user.
+        let target = host_path(dir, *kind);
         let _ = umount2(&target, MntFlags::MNT_DETACH);
         let _ = std::fs::remove_file(&target);
     }

@@ -3,7 +3,7 @@
 //! reboot clears /run) are marked NotReady.
 
 use super::namespaces::{self, NsKind};
-use super::pinned_kinds;
+use super::pin_space;
 use crate::state::{SandboxState, StateStore};
 use std::collections::HashSet;
 use std::path::Path;
@@ -25,9 +25,10 @@ pub fn recover_sandboxes(
                 state.delete_sandbox(&record.id)?;
             }
             SandboxState::Ready => {
-                let lost = pinned_kinds(&record)
+                let lost = [&record.netns, &record.ipcns, &record.utsns, &record.pidns]
                     .into_iter()
-                    .any(|kind| !is_mounted(&namespaces::ns_path(&record.dir, kind)));
+                    .flatten()
+                    .any(|path| !pin_space::is_nsfs(path));
                 if lost {
                     tracing::warn!(sandbox = %record.id, "pinned namespaces are gone; marking NotReady");
                     record.state = SandboxState::NotReady;
@@ -59,15 +60,4 @@ fn release_orphans(sandboxes_dir: &Path, known: &HashSet<String>) {
             tracing::warn!(dir = %dir.display(), error = %e, "removing an orphan sandbox directory");
         }
     }
-}
-
-/// True when `path` is a mount point (a pinned namespace shows up in /proc/self/mountinfo).
-pub fn is_mounted(path: &std::path::Path) -> bool {
-    let Ok(info) = std::fs::read_to_string("/proc/self/mountinfo") else {
-        return false;
-    };
-    let wanted = path.to_string_lossy();
-    info.lines()
-        .filter_map(|line| line.split(' ').nth(4))
-        .any(|mount_point| mount_point == wanted)
 }

@@ -98,9 +98,13 @@ async fn narrate_pod(daemon: &Skiffd, config: &cri::PodSandboxConfig) -> Result<
         &id[..12],
         started.elapsed()
     ));
-    let ns = daemon.dir().join("run/sandboxes").join(&id).join("ns");
+    let ns = daemon
+        .dir()
+        .join("run/pinroot/sandboxes")
+        .join(&id)
+        .join("ns");
     saw(format!(
-        "  namespaces pinned: {}/{{net,ipc,uts}}",
+        "  namespaces pinned in skiffd's pin space: {}/{{net,ipc,uts}}",
         ns.display()
     ));
     saw(format!(
