@@ -450,3 +450,43 @@ async fn pins_live_in_the_pin_space_not_in_the_host_mount_table() {
     let inside = pin_space_mounts(&daemon);
     assert!(!inside.contains(&id), "{inside}");
 }
+
+/// The pin space outlives skiffd. If the sandboxes directory is removed and made anew
+/// meanwhile (an admin cleaning up /run by hand), a restarted skiffd binds the new directory
+/// into the pin space, so new pods get their pins where containers and plugins look.
+#[tokio::test]
+async fn a_replaced_sandboxes_directory_is_bound_into_the_pin_space_again() {
+    let mut daemon = Skiffd::start("").unwrap();
+    let first = run_pod(&daemon, pod_config("before", "before"))
+        .await
+        .unwrap();
+    let mut runtime = daemon.runtime().await.unwrap();
+    runtime
+        .remove_pod_sandbox(cri::RemovePodSandboxRequest {
+            pod_sandbox_id: first,
+        })
+        .await
+        .unwrap();
+    daemon.kill();
+    let sandboxes = daemon.state_dir().join("sandboxes");
+    std::fs::remove_dir_all(&sandboxes).unwrap();
+    std::fs::create_dir(&sandboxes).unwrap();
+
+    daemon.restart().unwrap();
+    let id = run_pod(&daemon, pod_config("after", "after"))
+        .await
+        .unwrap();
+    assert!(is_pinned(&pin(&daemon, &id, "net")));
+    let status = pod_status(&daemon, &id).await.unwrap();
+    assert_eq!(status.state, cri::PodSandboxState::SandboxReady as i32);
+    let mut runtime = daemon.runtime().await.unwrap();
+    runtime
+        .remove_pod_sandbox(cri::RemovePodSandboxRequest { pod_sandbox_id: id })
+        .await
+        .unwrap();
+    assert!(
+        daemon.mounts_left().is_empty(),
+        "{:?}",
+        daemon.mounts_left()
+    );
+}

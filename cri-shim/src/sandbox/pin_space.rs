@@ -20,7 +20,8 @@
 use nix::mount::{mount, umount2, MntFlags, MsFlags};
 use nix::sched::{setns, unshare, CloneFlags};
 use std::fs::File;
-use std::os::fd::AsFd;
+use std::os::fd::{AsFd, AsRawFd, FromRawFd, OwnedFd};
+use std::os::unix::ffi::OsStrExt;
 use std::path::{Path, PathBuf};
 use std::sync::OnceLock;
 
@@ -60,7 +61,12 @@ pub fn open(state_dir: &Path) -> Result<(), NsError> {
         .name("skiff-pinroot".into())
         .spawn(move || {
             let entered = match existing {
-                Some(space) => enter(&space),
+                Some(space) => {
+                    // Taken while this thread is still in the host's namespace, for a pin space
+                    // that outlived its directory.
+                    let tree = clone_tree(&sandboxes);
+                    enter(&space).and_then(|()| rebind_if_replaced(tree?))
+                }
                 None => create(&sandboxes, &root_dir),
             };
             let _ = tx.send(entered.map(|()| nix::unistd::gettid()));
@@ -171,6 +177,76 @@ fn enter(space: &File) -> Result<(), NsError> {
         what: "entering the pin space".into(),
         source,
     })
+}
+
+/// A detached bind mount of `dir` (`open_tree` with `OPEN_TREE_CLONE`), which a thread can
+/// attach in another mount namespace: a plain bind mount only takes sources from its own.
+fn clone_tree(dir: &Path) -> Result<OwnedFd, NsError> {
+    let sys = |source| NsError::Sys {
+        what: format!("open_tree({})", dir.display()),
+        source,
+    };
+    let path =
+        std::ffi::CString::new(dir.as_os_str().as_bytes()).map_err(|_| sys(nix::Error::EINVAL))?;
+    // SAFETY: open_tree with a NUL-terminated path; the result is a new fd we own.
+    let fd = unsafe {
+        libc::syscall(
+            libc::SYS_open_tree,
+            libc::AT_FDCWD,
+            path.as_ptr(),
+            libc::OPEN_TREE_CLONE | libc::O_CLOEXEC as libc::c_uint,
+        )
+    };
+    if fd < 0 {
+        return Err(sys(nix::Error::last()));
+    }
+    // SAFETY: the kernel just returned this fd to us.
+    Ok(unsafe { OwnedFd::from_raw_fd(fd as i32) })
+}
+
+/// Attaches `tree` (the host's sandboxes directory, from [`clone_tree`]) at `/sandboxes` when
+/// the pin space (entered by the calling thread) holds another directory there: the
+/// directory was removed and made anew while the pin space lived on, and new pins must land
+/// where the host looks for them.
+fn rebind_if_replaced(tree: OwnedFd) -> Result<(), NsError> {
+    use std::os::unix::fs::MetadataExt;
+    let tree = File::from(tree);
+    let theirs = tree.metadata().map_err(|source| NsError::Io {
+        what: "reading the sandboxes directory".into(),
+        source,
+    })?;
+    let same = std::fs::metadata(SANDBOXES)
+        .is_ok_and(|ours| ours.dev() == theirs.dev() && ours.ino() == theirs.ino());
+    if same {
+        return Ok(());
+    }
+    tracing::warn!("the sandboxes directory was replaced; binding the new one into the pin space");
+    // The old directory is gone (nothing can be mounted on it), and with it its pods' files:
+    // its pins go too.
+    umount2(SANDBOXES, MntFlags::MNT_DETACH).map_err(|source| NsError::Sys {
+        what: "detaching the old sandboxes directory from the pin space".into(),
+        source,
+    })?;
+    const MOVE_MOUNT_F_EMPTY_PATH: libc::c_uint = 0x04;
+    let (empty, target) = (c"", c"/sandboxes");
+    // SAFETY: move_mount of a detached tree fd we own onto a NUL-terminated absolute path.
+    let moved = unsafe {
+        libc::syscall(
+            libc::SYS_move_mount,
+            tree.as_raw_fd(),
+            empty.as_ptr(),
+            libc::AT_FDCWD,
+            target.as_ptr(),
+            MOVE_MOUNT_F_EMPTY_PATH,
+        )
+    };
+    if moved < 0 {
+        return Err(NsError::Sys {
+            what: "attaching the new sandboxes directory in the pin space".into(),
+            source: nix::Error::last(),
+        });
+    }
+    Ok(())
 }
 
 /// Makes a new mount namespace on the calling thread whose whole tree is a tmpfs root with
