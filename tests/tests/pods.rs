@@ -2,6 +2,7 @@
 //! stop/remove, kubelet-style retries, filters and survival across a daemon crash.
 
 use skiff_proto::runtime::v1 as cri;
+use skiff_tests::cri::remove_pod;
 use skiff_tests::daemon::Skiffd;
 use std::collections::HashMap;
 use std::path::{Path, PathBuf};
@@ -440,13 +441,7 @@ async fn pins_live_in_the_pin_space_not_in_the_host_mount_table() {
         "the host pins the pin space"
     );
 
-    let mut runtime = daemon.runtime().await.unwrap();
-    runtime
-        .remove_pod_sandbox(cri::RemovePodSandboxRequest {
-            pod_sandbox_id: id.clone(),
-        })
-        .await
-        .unwrap();
+    remove_pod(&daemon, &id).await.unwrap();
     let inside = pin_space_mounts(&daemon);
     assert!(!inside.contains(&id), "{inside}");
 }
@@ -460,13 +455,7 @@ async fn a_replaced_sandboxes_directory_is_bound_into_the_pin_space_again() {
     let first = run_pod(&daemon, pod_config("before", "before"))
         .await
         .unwrap();
-    let mut runtime = daemon.runtime().await.unwrap();
-    runtime
-        .remove_pod_sandbox(cri::RemovePodSandboxRequest {
-            pod_sandbox_id: first,
-        })
-        .await
-        .unwrap();
+    remove_pod(&daemon, &first).await.unwrap();
     daemon.kill();
     let sandboxes = daemon.state_dir().join("sandboxes");
     std::fs::remove_dir_all(&sandboxes).unwrap();
@@ -479,11 +468,7 @@ async fn a_replaced_sandboxes_directory_is_bound_into_the_pin_space_again() {
     assert!(is_pinned(&pin(&daemon, &id, "net")));
     let status = pod_status(&daemon, &id).await.unwrap();
     assert_eq!(status.state, cri::PodSandboxState::SandboxReady as i32);
-    let mut runtime = daemon.runtime().await.unwrap();
-    runtime
-        .remove_pod_sandbox(cri::RemovePodSandboxRequest { pod_sandbox_id: id })
-        .await
-        .unwrap();
+    remove_pod(&daemon, &id).await.unwrap();
     assert!(
         daemon.mounts_left().is_empty(),
         "{:?}",

@@ -135,21 +135,14 @@ pub fn run_inside<T: Send + 'static>(
     name: &str,
     work: impl FnOnce() -> Result<T, NsError> + Send + 'static,
 ) -> Result<T, NsError> {
-    let space = SPACE
-        .get()
-        .ok_or_else(|| NsError::Io {
-            what: "the pin space".into(),
-            source: std::io::Error::other("not opened (skiffd opens it at startup)"),
-        })?
-        .try_clone()
-        .map_err(|source| NsError::Io {
-            what: "duplicating the pin space fd".into(),
-            source,
-        })?;
+    let space: &'static File = SPACE.get().ok_or_else(|| NsError::Io {
+        what: "the pin space".into(),
+        source: std::io::Error::other("not opened (skiffd opens it at startup)"),
+    })?;
     std::thread::Builder::new()
         .name(name.into())
         .spawn(move || {
-            enter(&space)?;
+            enter(space)?;
             work()
         })
         .map_err(|source| NsError::Io {
