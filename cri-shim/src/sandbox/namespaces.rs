@@ -209,6 +209,9 @@ pub fn process_in_ns(pid: u32, pinned: &Path) -> bool {
 /// pinned before it existed) on the host. Best effort and idempotent: a pin that is already
 /// gone is fine. Blocking.
 pub fn release(dir: &Path, kinds: &[NsKind]) {
+    if kinds.is_empty() {
+        return;
+    }
     // MNT_DETACH: a process still inside does not block teardown; the namespace dies with
     // its last user.
     let inside: Vec<PathBuf> = kinds

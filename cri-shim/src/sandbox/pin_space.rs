@@ -110,17 +110,14 @@ pub fn open(state_dir: &Path) -> Result<(), NsError> {
 /// The path through which processes on the host reach `sandbox_dir/ns/<name>` as the pin
 /// space sees it. `sandbox_dir` is `<state_dir>/sandboxes/<id>`.
 pub fn view(sandbox_dir: &Path, name: &str) -> PathBuf {
-    let id = sandbox_dir.file_name().unwrap_or_default();
     let state_dir = sandbox_dir
         .parent()
         .and_then(Path::parent)
         .unwrap_or(Path::new("/"));
+    let inside = inside(sandbox_dir, name);
     state_dir
         .join(ROOT_LINK)
-        .join(SANDBOXES.trim_start_matches('/'))
-        .join(id)
-        .join("ns")
-        .join(name)
+        .join(inside.strip_prefix("/").unwrap_or(&inside))
 }
 
 /// `sandbox_dir/ns/<name>` as a path inside the pin space.
