@@ -14,11 +14,18 @@ deps:
 build:
 	cargo build --workspace --bins
 
-# The monitor runs once per container, so it is linked statically: no libc.so mapped and
-# paged in per process keeps an idle monitor under 1 MB RSS (see docs/BENCHMARKS.md).
+# The helpers skiffd starts for every container or pod are linked statically (static-pie):
+# the monitor, because no libc.so mapped and paged in per process keeps an idle monitor under
+# 1 MB RSS; skiff-oci and the CNI plugins, because an exec that loads no shared library starts
+# 0.3-0.75 ms sooner here (see docs/BENCHMARKS.md). skiffd itself stays dynamic (it resolves
+# registry names through NSS).
+STATIC_HELPERS := skiff-monitor:skiff-monitor skiff-runtime:skiff-oci skiff-cni:skiff-bridge skiff-cni:skiff-portmap
+
 release:
 	cargo build --release --workspace --bins
-	cargo rustc --release -p skiff-monitor --bin skiff-monitor -- -C target-feature=+crt-static
+	for helper in $(STATIC_HELPERS); do \
+	  cargo rustc --release -p $${helper%%:*} --bin $${helper##*:} -- -C target-feature=+crt-static || exit 1; \
+	done
 
 lint:
 	cargo fmt --all --check
