@@ -4,7 +4,7 @@ use nix::fcntl::{Flock, FlockArg};
 use std::fs::{self, File, OpenOptions};
 use std::io::{ErrorKind, Write};
 use std::net::IpAddr;
-use std::os::unix::fs::OpenOptionsExt;
+use std::os::unix::fs::{FileExt, OpenOptionsExt};
 use std::path::{Path, PathBuf};
 
 use super::IpamError;
@@ -88,7 +88,7 @@ impl Store {
             return Err(io_err(&path)(e));
         }
         let last = self.dir.join(format!("{LAST_RESERVED_PREFIX}{range_set}"));
-        fs::write(&last, ip.to_string()).map_err(io_err(&last))?;
+        overwrite(&last, ip.to_string().as_bytes()).map_err(io_err(&last))?;
         Ok(true)
     }
 
@@ -155,6 +155,21 @@ impl Store {
     }
 }
 
+/// Replaces the contents of the small file at `path` in place: written over from offset 0,
+/// then cut to length. Truncating first (what `fs::write` does) frees the file's block and
+/// allocates a new one, which on a disk mounted with `discard` (this VM's root) waits for the
+/// discard: 0.21-0.25 ms per write here against 0.01 ms in place. The file is never empty on
+/// the way, either.
+fn overwrite(path: &Path, contents: &[u8]) -> std::io::Result<()> {
+    let file = OpenOptions::new()
+        .write(true)
+        .create(true)
+        .truncate(false)
+        .open(path)?;
+    file.write_all_at(contents, 0)?;
+    file.set_len(contents.len() as u64)
+}
+
 /// host-local matching: id and ifname, or id alone for leases without ifname.
 fn matches(lease: &Lease, container_id: &str, ifname: &str) -> bool {
     lease.container_id == container_id.trim() && (lease.ifname.is_empty() || lease.ifname == ifname)
@@ -180,6 +195,20 @@ mod tests {
         assert_eq!(store.release("c1", "eth0").unwrap(), [ip]);
         assert!(store.release("c1", "eth0").unwrap().is_empty());
         assert!(store.leases().unwrap().is_empty());
+    }
+
+    #[test]
+    fn last_reserved_is_rewritten_exactly_whatever_its_old_length() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = Store::open(dir.path(), "net").unwrap();
+        let path = dir.path().join("net/last_reserved_ip.0");
+        for ip in ["10.0.0.100", "10.0.0.7", "10.0.0.18", "fd00::1:2"] {
+            let ip: IpAddr = ip.parse().unwrap();
+            assert!(store.reserve(ip, "c1", "eth0", 0).unwrap());
+            // No tail of a longer address written before may survive.
+            assert_eq!(fs::read_to_string(&path).unwrap(), ip.to_string());
+            assert_eq!(store.last_reserved(0), Some(ip));
+        }
     }
 
     #[test]
