@@ -8,7 +8,7 @@
 //! 6. Configure the container end: no DAD, addresses, up, routes.
 //! 7. Gateway address on the bridge and IP forwarding (`isGateway`).
 //! 8. Masquerade rules (`ipMasq`).
-//! 9. Print the result.
+//! 9. Gratuitous ARP for the IPv4 addresses, then print the result.
 //!
 //! If a step after 3 fails, the earlier steps are undone (veth deleted,
 //! addresses released, rules removed) before the error is returned.
@@ -19,6 +19,7 @@ use std::net::IpAddr;
 use std::path::Path;
 
 use crate::config::Config;
+use crate::garp::{self, Announcer};
 use crate::masq;
 use crate::netlink::{netns, Link, Netlink, RouteEntry, MAIN_TABLE};
 use crate::nft;
@@ -112,7 +113,7 @@ fn attach(
     if conf.is_default_gateway {
         add_default_routes(&ips, &mut routes);
     }
-    container_sysctls(
+    let announcer = prepare_container(
         netns_path,
         ifname,
         ips.iter().any(|ip| !ip.address.is_ipv4()),
@@ -168,13 +169,21 @@ fn attach(
         masq::add(conf, &nft::tag(env.container_id(), ifname), &ips)?;
     }
 
-    // 9. Result. Re-read the bridge: its MAC can change when a port joins.
+    // 9. Announce the addresses, once the bridge forwards through the veth's port.
+    let host_veth = wait_for_carrier(host, &host_veth)?;
+    if let (Some(announcer), Some(mac)) = (&announcer, garp::parse_mac(&cont_link.mac)) {
+        for ip in &ips {
+            if let IpAddr::V4(v4) = ip.address.addr {
+                // Best effort, as any ARP packet.
+                let _ = announcer.announce(cont_link.index, mac, v4);
+            }
+        }
+    }
+
+    // Result. Re-read the bridge: one made elsewhere may take a new port's MAC.
     let bridge = host
         .link_by_index(bridge.index)?
         .ok_or_else(|| missing_link(&conf.bridge))?;
-    let host_veth = host
-        .link_by_index(host_veth.index)?
-        .ok_or_else(|| missing_link(&host_veth.name))?;
     let dns = if conf.dns.is_empty() {
         conf.ipam
             .as_ref()
@@ -236,7 +245,7 @@ fn ensure_bridge(host: &mut Netlink, conf: &Config) -> Result<Link, CniError> {
     let link = match host.link_by_name(&conf.bridge)? {
         Some(link) => link,
         None => {
-            match host.create_bridge(&conf.bridge, conf.mtu) {
+            match host.create_bridge(&conf.bridge, random_mac()?, conf.mtu) {
                 // Another ADD created it at the same moment: use theirs.
                 Err(e) if e.errno() == Some(libc::EEXIST) => {}
                 other => other?,
@@ -287,15 +296,31 @@ fn create_veth(
 
 /// "veth" and 8 random hex digits, like the reference plugin.
 fn random_veth_name() -> Result<String, CniError> {
-    let mut bytes = [0u8; 4];
+    Ok(format!("veth{:08x}", u32::from_ne_bytes(random_bytes()?)))
+}
+
+/// A random locally administered unicast MAC.
+fn random_mac() -> Result<[u8; 6], CniError> {
+    let mut mac: [u8; 6] = random_bytes()?;
+    mac[0] = (mac[0] & 0xfe) | 0x02;
+    Ok(mac)
+}
+
+fn random_bytes<const N: usize>() -> Result<[u8; N], CniError> {
+    let mut bytes = [0u8; N];
     std::fs::File::open("/dev/urandom")
         .and_then(|mut f| f.read_exact(&mut bytes))
         .map_err(|e| CniError::new(ErrorCode::Io, "reading /dev/urandom", e.to_string()))?;
-    Ok(format!("veth{:08x}", u32::from_ne_bytes(bytes)))
+    Ok(bytes)
 }
 
-/// Sysctls on the container interface, set from inside the netns.
-fn container_sysctls(netns_path: &Path, ifname: &str, has_ipv6: bool) -> Result<(), CniError> {
+/// Sysctls on the container interface, and the socket for its gratuitous ARP
+/// (`None` if it cannot be opened), both from inside the netns in one visit.
+fn prepare_container(
+    netns_path: &Path,
+    ifname: &str,
+    has_ipv6: bool,
+) -> Result<Option<Announcer>, CniError> {
     let ifname = ifname.to_string();
     netns::run_in(netns_path, move || {
         if has_ipv6 {
@@ -307,10 +332,29 @@ fn container_sysctls(netns_path: &Path, ifname: &str, has_ipv6: bool) -> Result<
         // Best effort: absent when the kernel has no IPv6 at all. With DAD off
         // even addresses the kernel adds itself (link-local) never stall.
         let _ = sysctl::ensure(&["net", "ipv6", "conf", &ifname, "accept_dad"], "0");
-        // Announce the new MAC with a gratuitous ARP when addresses change.
+        // Announce a new MAC when the kernel changes it later.
         let _ = sysctl::ensure(&["net", "ipv4", "conf", &ifname, "arp_notify"], "1");
-        Ok::<(), CniError>(())
+        Ok::<_, CniError>(Announcer::open().ok())
     })
+}
+
+/// Re-reads the host end of the veth until the kernel has seen its carrier.
+///
+/// The carrier comes on when the container end goes up, but the kernel's link
+/// watcher handles it asynchronously, and only then does the bridge start
+/// forwarding through the port. Frames sent before that are dropped. It is
+/// usually done by now; the wait is bounded all the same.
+fn wait_for_carrier(host: &mut Netlink, veth: &Link) -> Result<Link, CniError> {
+    let deadline = std::time::Instant::now() + std::time::Duration::from_millis(200);
+    loop {
+        let link = host
+            .link_by_index(veth.index)?
+            .ok_or_else(|| missing_link(&veth.name))?;
+        if link.lower_up || std::time::Instant::now() >= deadline {
+            return Ok(link);
+        }
+        std::thread::sleep(std::time::Duration::from_micros(200));
+    }
 }
 
 /// The gateway of the first address of `dst`'s family.

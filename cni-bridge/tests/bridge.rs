@@ -635,3 +635,86 @@ fn many_add_del_cycles_leave_nothing_behind() {
     assert!(ports.trim().is_empty(), "veths left on the bridge: {ports}");
     net.assert_no_nft_leftovers();
 }
+
+/// The MAC the bridge's neighbor table has for `ip` (empty if none).
+fn bridge_neighbor_mac(net: &TestNet, ip: &str) -> String {
+    let out = sh_ok(&format!("ip -j neigh show {ip} dev {}", net.bridge));
+    let entries: Value = serde_json::from_str(&out).unwrap_or(Value::Null);
+    entries[0]["lladdr"].as_str().unwrap_or("").to_string()
+}
+
+#[test]
+fn a_reused_address_is_announced_to_the_bridge() {
+    if !have_root() {
+        return;
+    }
+    let mut net = TestNet::new(15);
+    let n = net.n;
+    // Two addresses: one for a pod that keeps the bridge's carrier up (a bridge
+    // without ports drops its neighbor entries), and the one the next two pods share.
+    let (first_ip, only) = (format!("10.213.{n}.10"), format!("10.213.{n}.11"));
+    let conf = net.conf(json!({
+        "ipam": {"type": "host-local", "dataDir": net.data_dir.path(), "ranges": [[{
+            "subnet": net.subnet4(), "rangeStart": first_ip, "rangeEnd": only,
+        }]]},
+    }));
+    let (keeper, a, b) = (net.netns(), net.netns(), net.netns());
+    let kept = net
+        .bridge("ADD", "keeper", &keeper, &conf)
+        .expect_ok("ADD keeper");
+    assert_eq!(ip_of(&kept, 0), first_ip);
+    let first = net.bridge("ADD", "a", &a, &conf).expect_ok("ADD a");
+    assert_eq!(ip_of(&first, 0), only);
+    // The host still knows the address by the old pod's MAC, as after talking to it.
+    let old_mac = "02:00:00:00:0a:0a";
+    sh_ok(&format!(
+        "ip neigh replace {only} lladdr {old_mac} dev {} nud stale",
+        net.bridge
+    ));
+    net.bridge("DEL", "a", &a, &conf).expect_ok("DEL a");
+
+    let second = net.bridge("ADD", "b", &b, &conf).expect_ok("ADD b");
+    assert_eq!(ip_of(&second, 0), only);
+    let new_mac = second["interfaces"][2]["mac"].as_str().unwrap().to_string();
+    assert_ne!(new_mac, old_mac);
+    // The announcement crosses the veth and the bridge asynchronously: wait for it,
+    // without sending the address anything that would make the host ask for it.
+    let deadline = Instant::now() + std::time::Duration::from_secs(3);
+    let mut seen = bridge_neighbor_mac(&net, &only);
+    while seen != new_mac && Instant::now() < deadline {
+        std::thread::sleep(std::time::Duration::from_millis(20));
+        seen = bridge_neighbor_mac(&net, &only);
+    }
+    assert_eq!(seen, new_mac, "the host kept the old pod's MAC");
+    net.bridge("DEL", "b", &b, &conf).expect_ok("DEL b");
+    net.bridge("DEL", "keeper", &keeper, &conf)
+        .expect_ok("DEL keeper");
+}
+
+#[test]
+fn the_bridge_keeps_its_mac_as_ports_come_and_go() {
+    if !have_root() {
+        return;
+    }
+    let mut net = TestNet::new(17);
+    let pod = net.netns();
+    let added = net.bridge("ADD", "pod", &pod, &net.conf(json!({})));
+    let bridge_mac = added.expect_ok("ADD")["interfaces"][0]["mac"]
+        .as_str()
+        .unwrap()
+        .to_string();
+    // A port with the lowest possible MAC: a bridge left to itself would take it.
+    // Its peer lives in a test namespace, so dropping the namespace removes both.
+    let other = net.netns();
+    let other_name = other.trim_start_matches("/run/netns/");
+    let port = format!("{}lo", net.bridge);
+    sh_ok(&format!(
+        "ip link add {port} address 02:00:00:00:00:01 type veth peer name eth0 netns {other_name}"
+    ));
+    sh_ok(&format!("ip link set {port} master {} up", net.bridge));
+    let now = sh_ok(&format!("cat /sys/class/net/{}/address", net.bridge));
+    assert_eq!(now.trim(), bridge_mac, "the bridge took a port's MAC");
+    sh_ok(&format!("ip link del {port}"));
+    net.bridge("DEL", "pod", &pod, &net.conf(json!({})))
+        .expect_ok("DEL");
+}

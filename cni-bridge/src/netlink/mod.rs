@@ -94,6 +94,8 @@ pub struct Link {
     pub kind: Option<String>,
     /// Administratively up.
     pub up: bool,
+    /// Carrier seen by the kernel's link watcher (`IFF_LOWER_UP`).
+    pub lower_up: bool,
     /// Promiscuous mode on.
     pub promisc: bool,
     /// Hairpin mode, for bridge ports.
@@ -246,9 +248,19 @@ impl Netlink {
     }
 
     /// Creates a bridge. Fails with EEXIST if the name is taken.
-    pub fn create_bridge(&mut self, name: &str, mtu: Option<u32>) -> Result<(), NetlinkError> {
+    pub fn create_bridge(
+        &mut self,
+        name: &str,
+        mac: [u8; 6],
+        mtu: Option<u32>,
+    ) -> Result<(), NetlinkError> {
         let mut msg = LinkMessage::default();
         msg.attributes.push(LinkAttribute::IfName(name.to_string()));
+        // A MAC given at creation is the bridge's for good. Without one the kernel
+        // gives it the lowest MAC among its ports, which changes as pods come and
+        // go, and every change flushes the host's neighbor entries on the bridge
+        // and leaves the pods' entries for their gateway pointing nowhere.
+        msg.attributes.push(LinkAttribute::Address(mac.to_vec()));
         if let Some(mtu) = mtu {
             msg.attributes.push(LinkAttribute::Mtu(mtu));
         }
@@ -592,6 +604,7 @@ fn parse_link(m: &LinkMessage) -> Link {
         master: None,
         kind: None,
         up: m.header.flags.contains(LinkFlags::Up),
+        lower_up: m.header.flags.contains(LinkFlags::LowerUp),
         promisc: m.header.flags.contains(LinkFlags::Promisc),
         hairpin: None,
     };
