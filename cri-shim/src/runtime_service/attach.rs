@@ -13,7 +13,7 @@ impl Runtime {
         request: cri::AttachRequest,
     ) -> Result<cri::AttachResponse, CriError> {
         check_streams(request.stdin, request.stdout, request.stderr, request.tty)?;
-        let record = self.running_container(&request.container_id)?;
+        let record = self.running_container(&request.container_id).await?;
         let paths = ContainerPaths::new(&record.bundle);
         let url = self.streaming()?.attach_url(AttachRequest {
             socket_dir: paths.socket_dir,

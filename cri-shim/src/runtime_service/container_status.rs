@@ -11,7 +11,7 @@ impl Runtime {
         &self,
         request: cri::ContainerStatusRequest,
     ) -> Result<cri::ContainerStatusResponse, CriError> {
-        let record = self.existing_container(&request.container_id)?;
+        let record = self.existing_container(&request.container_id).await?;
         let config = record.config();
         let mut info = HashMap::new();
         if request.verbose {

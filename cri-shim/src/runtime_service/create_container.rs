@@ -105,7 +105,7 @@ impl Runtime {
             cgroups_path: format!("{cgroup_parent}/{id}"),
         };
         // Recorded before any host work, so a crash from here on is rolled back at restart.
-        self.state.put_container(&record)?;
+        self.state.save_container(record.clone()).await?;
         crash_point("container-recorded");
 
         match self
@@ -116,12 +116,12 @@ impl Runtime {
                 crash_point("container-monitor-started");
                 record.pid = pid;
                 record.state = ContainerState::Created;
-                self.state.put_container(&record)?;
+                self.state.save_container(record.clone()).await?;
                 Ok(cri::CreateContainerResponse { container_id: id })
             }
             Err(e) => {
                 self.destroy_container(&record).await;
-                self.state.delete_container(&id)?;
+                self.state.forget_container(id.clone()).await?;
                 Err(e)
             }
         }

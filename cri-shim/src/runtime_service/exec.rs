@@ -15,7 +15,7 @@ impl Runtime {
             return Err(CriError::InvalidArgument("cmd must not be empty".into()));
         }
         check_streams(request.stdin, request.stdout, request.stderr, request.tty)?;
-        let record = self.running_container(&request.container_id)?;
+        let record = self.running_container(&request.container_id).await?;
         let url = self.streaming()?.exec_url(ExecRequest {
             container_id: record.id,
             cmd: request.cmd,

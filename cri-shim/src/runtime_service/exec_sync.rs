@@ -22,7 +22,7 @@ impl Runtime {
         if request.cmd.is_empty() {
             return Err(CriError::InvalidArgument("cmd must not be empty".into()));
         }
-        let record = self.running_container(&request.container_id)?;
+        let record = self.running_container(&request.container_id).await?;
         let pid_file = tempfile_path(&record.bundle, "exec");
         let mut child = Command::new(&self.helpers.oci)
             .arg("--root")

@@ -22,7 +22,7 @@ impl Runtime {
                 continue;
             }
             if refresh(&mut record) {
-                self.state.put_container(&record)?;
+                self.state.save_container(record.clone()).await?;
             }
             let state = cri_state(&record) as i32;
             if filter

@@ -120,12 +120,12 @@ impl Runtime {
     }
 
     /// A container record with what its monitor recorded folded in (and persisted).
-    fn refreshed_container(&self, id: &str) -> Result<Option<ContainerRecord>, CriError> {
+    async fn refreshed_container(&self, id: &str) -> Result<Option<ContainerRecord>, CriError> {
         let Some(mut record) = self.state.container(id)? else {
             return Ok(None);
         };
         if refresh(&mut record) {
-            self.state.put_container(&record)?;
+            self.state.save_container(record.clone()).await?;
         }
         Ok(Some(record))
     }
@@ -157,7 +157,7 @@ impl Runtime {
         match self.cni.del(&attachment).await {
             Ok(()) => {
                 sandbox.network_attached = false;
-                self.state.put_sandbox(sandbox)?;
+                self.state.save_sandbox(sandbox.clone()).await?;
             }
             Err(e) => {
                 tracing::warn!(sandbox = %sandbox.id, error = %e, "CNI DEL failed; will retry on remove");
@@ -167,16 +167,17 @@ impl Runtime {
     }
 
     /// The container `id` names (full or prefix), refreshed; NOT_FOUND when there is none.
-    fn existing_container(&self, id: &str) -> Result<ContainerRecord, CriError> {
-        self.find_container(id)?
-            .and_then(|found| self.refreshed_container(&found.id).transpose())
-            .transpose()?
-            .ok_or_else(|| CriError::NotFound(format!("container {id:?} not found")))
+    async fn existing_container(&self, id: &str) -> Result<ContainerRecord, CriError> {
+        let not_found = || CriError::NotFound(format!("container {id:?} not found"));
+        let found = self.find_container(id)?.ok_or_else(not_found)?;
+        self.refreshed_container(&found.id)
+            .await?
+            .ok_or_else(not_found)
     }
 
     /// Like [`Self::existing_container`], and FAILED_PRECONDITION unless it is running.
-    fn running_container(&self, id: &str) -> Result<ContainerRecord, CriError> {
-        let record = self.existing_container(id)?;
+    async fn running_container(&self, id: &str) -> Result<ContainerRecord, CriError> {
+        let record = self.existing_container(id).await?;
         if record.state != ContainerState::Running {
             return Err(CriError::FailedPrecondition(format!(
                 "container {} is not running",

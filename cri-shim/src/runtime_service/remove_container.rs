@@ -31,7 +31,7 @@ impl Runtime {
             .await
             .map_err(|e| CriError::Internal(e.to_string()))?;
         self.destroy_container(&record).await;
-        self.state.delete_container(id)?;
+        self.state.forget_container(id.to_string()).await?;
         self.cpu_samples
             .lock()
             .unwrap_or_else(|p| p.into_inner())

@@ -33,7 +33,7 @@ impl Runtime {
         })
         .await
         .map_err(CriError::task)??;
-        self.state.delete_sandbox(&sandbox.id)?;
+        self.state.forget_sandbox(sandbox.id.clone()).await?;
         Ok(cri::RemovePodSandboxResponse {})
     }
 }

@@ -10,7 +10,7 @@ impl Runtime {
         &self,
         request: cri::ReopenContainerLogRequest,
     ) -> Result<cri::ReopenContainerLogResponse, CriError> {
-        let record = self.running_container(&request.container_id)?;
+        let record = self.running_container(&request.container_id).await?;
         let socket_dir = ContainerPaths::new(&record.bundle).socket_dir;
         tokio::task::spawn_blocking(move || skiff_monitor::reopen_log(&socket_dir))
             .await

@@ -105,13 +105,9 @@ impl Runtime {
         // so an error before then rolls back without a DEL.
         let skiffd = std::env::current_exe()
             .map_err(|e| CriError::Internal(format!("locating skiffd: {e}")))?;
-        let commit = tokio::task::spawn_blocking({
-            let state = self.state.clone();
-            let on_disk = SandboxRecord {
-                network_attached: self.attachment(&record).is_some(),
-                ..record.clone()
-            };
-            move || state.put_sandbox(&on_disk)
+        let commit = self.state.save_sandbox(SandboxRecord {
+            network_attached: self.attachment(&record).is_some(),
+            ..record.clone()
         });
         let dns = config.dns_config.clone();
         let host_network = modes.host_network;
@@ -133,11 +129,11 @@ impl Runtime {
             }
         });
         let (commit, pinned) = tokio::join!(commit, pin);
-        if let Err(e) = commit.map_err(CriError::task).and_then(|r| Ok(r?)) {
+        if let Err(e) = commit {
             // Nothing durable names this pod: undo the pins here.
             let partial = record.clone();
             let _ = tokio::task::spawn_blocking(move || remove_from_host(&partial)).await;
-            return Err(e);
+            return Err(e.into());
         }
         crash_point("sandbox-recorded");
 
@@ -174,11 +170,11 @@ impl Runtime {
             self.detach_network(&mut record).await?;
             let partial = record.clone();
             let _ = tokio::task::spawn_blocking(move || remove_from_host(&partial)).await;
-            self.state.delete_sandbox(&id)?;
+            self.state.forget_sandbox(id.clone()).await?;
             return Err(e);
         }
         record.state = SandboxState::Ready;
-        self.state.put_sandbox(&record)?;
+        self.state.save_sandbox(record.clone()).await?;
         Ok(cri::RunPodSandboxResponse { pod_sandbox_id: id })
     }
 }
@@ -204,7 +200,7 @@ impl Runtime {
                 if matches!(e, CniError::RolledBack(_)) {
                     // ADD undid itself: no DEL owed (a hanging plugin would hang it again).
                     record.network_attached = false;
-                    self.state.put_sandbox(record)?;
+                    self.state.save_sandbox(record.clone()).await?;
                 }
                 return Err(CriError::Internal(format!(
                     "setting up the pod network: {e}"

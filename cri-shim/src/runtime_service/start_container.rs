@@ -15,7 +15,7 @@ impl Runtime {
             CriError::NotFound(format!("container {:?} not found", request.container_id))
         })?;
         let _guard = self.locks.lock(&found.id).await;
-        let mut record = self.refreshed_container(&found.id)?.ok_or_else(|| {
+        let mut record = self.refreshed_container(&found.id).await?.ok_or_else(|| {
             CriError::NotFound(format!("container {:?} not found", request.container_id))
         })?;
         if record.state != ContainerState::Created {
@@ -33,7 +33,7 @@ impl Runtime {
             .map_err(|e| CriError::Internal(e.to_string()))?;
         record.state = ContainerState::Running;
         record.started_at = started_at;
-        self.state.put_container(&record)?;
+        self.state.save_container(record.clone()).await?;
         Ok(cri::StartContainerResponse {})
     }
 }

@@ -31,7 +31,7 @@ impl Runtime {
         id: &str,
         timeout_secs: u64,
     ) -> Result<(), CriError> {
-        let Some(mut record) = self.refreshed_container(id)? else {
+        let Some(mut record) = self.refreshed_container(id).await? else {
             return Ok(());
         };
         if record.state == ContainerState::Unknown {
@@ -52,7 +52,7 @@ impl Runtime {
                 .await
                 .map_err(|e| CriError::Internal(e.to_string()))?;
             if wait_exit(&mut record, Duration::from_secs(timeout_secs)).await {
-                self.state.put_container(&record)?;
+                self.state.save_container(record.clone()).await?;
                 return Ok(());
             }
         }
@@ -65,7 +65,7 @@ impl Runtime {
                 "container {id} did not exit {KILL_GRACE:?} after SIGKILL"
             )));
         }
-        self.state.put_container(&record)?;
+        self.state.save_container(record.clone()).await?;
         Ok(())
     }
 
@@ -89,7 +89,7 @@ impl Runtime {
                 record.reason = "Unknown".into();
                 record.message =
                     "killed after its monitor disappeared; the real exit status is unknown".into();
-                self.state.put_container(record)?;
+                self.state.save_container(record.clone()).await?;
                 return Ok(());
             }
             if Instant::now() > deadline {

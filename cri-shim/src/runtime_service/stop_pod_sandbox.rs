@@ -36,7 +36,7 @@ impl Runtime {
             .await
             .map_err(CriError::task)?;
         sandbox.state = SandboxState::NotReady;
-        self.state.put_sandbox(&sandbox)?;
+        self.state.save_sandbox(sandbox.clone()).await?;
         Ok(())
     }
 }

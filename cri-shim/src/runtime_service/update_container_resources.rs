@@ -19,7 +19,7 @@ impl Runtime {
             return Ok(cri::UpdateContainerResourcesResponse {});
         };
         let _guard = self.locks.lock(&found.id).await;
-        let Some(mut record) = self.refreshed_container(&found.id)? else {
+        let Some(mut record) = self.refreshed_container(&found.id).await? else {
             return Err(CriError::NotFound(format!(
                 "container {} not found",
                 found.id
@@ -53,7 +53,7 @@ impl Runtime {
             });
         }
         record.config = config.encode_to_vec();
-        self.state.put_container(&record)?;
+        self.state.save_container(record.clone()).await?;
         Ok(cri::UpdateContainerResourcesResponse {})
     }
 }

@@ -2,6 +2,10 @@
 //!
 //! Records are written *before* the host work they describe starts (state `Creating`), so after
 //! a crash skiffd knows what to finish or clean up; then updated as each step completes.
+//!
+//! Async code writes through the `save_*`/`forget_*` methods, which run on tokio's blocking
+//! pool: a write transaction first waits for any other writer, then ends in an fdatasync, and
+//! neither may stall a tokio worker. Reads are short and stay where they are called.
 
 mod records;
 
@@ -11,6 +15,7 @@ use redb::{ReadableDatabase, ReadableTable, TableDefinition};
 use serde::{de::DeserializeOwned, Serialize};
 use skiff_runtime::db::ReopeningDb;
 use std::path::Path;
+use std::sync::Arc;
 
 const SANDBOXES: TableDefinition<&str, &[u8]> = TableDefinition::new("sandboxes");
 const CONTAINERS: TableDefinition<&str, &[u8]> = TableDefinition::new("containers");
@@ -148,5 +153,42 @@ impl StateStore {
     /// Forgets a container.
     pub fn delete_container(&self, id: &str) -> Result<(), StateError> {
         self.delete(CONTAINERS, id)
+    }
+
+    /// [`Self::put_sandbox`], off the tokio workers.
+    pub async fn save_sandbox(self: &Arc<Self>, record: SandboxRecord) -> Result<(), StateError> {
+        self.off_worker(move |store| store.put_sandbox(&record))
+            .await
+    }
+
+    /// [`Self::delete_sandbox`], off the tokio workers.
+    pub async fn forget_sandbox(self: &Arc<Self>, id: String) -> Result<(), StateError> {
+        self.off_worker(move |store| store.delete_sandbox(&id))
+            .await
+    }
+
+    /// [`Self::put_container`], off the tokio workers.
+    pub async fn save_container(
+        self: &Arc<Self>,
+        record: ContainerRecord,
+    ) -> Result<(), StateError> {
+        self.off_worker(move |store| store.put_container(&record))
+            .await
+    }
+
+    /// [`Self::delete_container`], off the tokio workers.
+    pub async fn forget_container(self: &Arc<Self>, id: String) -> Result<(), StateError> {
+        self.off_worker(move |store| store.delete_container(&id))
+            .await
+    }
+
+    async fn off_worker(
+        self: &Arc<Self>,
+        write: impl FnOnce(&StateStore) -> Result<(), StateError> + Send + 'static,
+    ) -> Result<(), StateError> {
+        let store = Arc::clone(self);
+        tokio::task::spawn_blocking(move || write(&store))
+            .await
+            .map_err(|e| StateError(format!("state write task: {e}")))?
     }
 }
