@@ -19,9 +19,8 @@ use std::net::IpAddr;
 use std::path::Path;
 
 use crate::config::Config;
-use crate::garp::{self, Announcer};
 use crate::masq;
-use crate::netlink::{netns, Link, Netlink, RouteEntry, MAIN_TABLE};
+use crate::netlink::{netns, parse_mac, Link, Netlink, RouteEntry, MAIN_TABLE};
 use crate::nft;
 use crate::spec::{CniError, CniResult, Environment, ErrorCode, Interface, IpConfig, IpNet, Route};
 use crate::sysctl;
@@ -113,7 +112,7 @@ fn attach(
     if conf.is_default_gateway {
         add_default_routes(&ips, &mut routes);
     }
-    let announcer = prepare_container(
+    container_sysctls(
         netns_path,
         ifname,
         ips.iter().any(|ip| !ip.address.is_ipv4()),
@@ -169,14 +168,14 @@ fn attach(
         masq::add(conf, &nft::tag(env.container_id(), ifname), &ips)?;
     }
 
-    // 9. Announce the addresses, once the bridge forwards through the veth's port.
+    // 9. Announce the IPv4 addresses with gratuitous ARPs, so that neighbors that knew
+    // an address by another pod's MAC take this one. The kernel sends them (arp_notify)
+    // when a link's MAC is set, even to the same value. Only once the bridge forwards
+    // through the veth's port; best effort, as any ARP.
     let host_veth = wait_for_carrier(host, &host_veth)?;
-    if let (Some(announcer), Some(mac)) = (&announcer, garp::parse_mac(&cont_link.mac)) {
-        for ip in &ips {
-            if let IpAddr::V4(v4) = ip.address.addr {
-                // Best effort, as any ARP packet.
-                let _ = announcer.announce(cont_link.index, mac, v4);
-            }
+    if let Some(mac) = parse_mac(&cont_link.mac) {
+        if ips.iter().any(|ip| ip.address.is_ipv4()) {
+            let _ = container.set_mac(cont_link.index, mac);
         }
     }
 
@@ -314,13 +313,8 @@ fn random_bytes<const N: usize>() -> Result<[u8; N], CniError> {
     Ok(bytes)
 }
 
-/// Sysctls on the container interface, and the socket for its gratuitous ARP
-/// (`None` if it cannot be opened), both from inside the netns in one visit.
-fn prepare_container(
-    netns_path: &Path,
-    ifname: &str,
-    has_ipv6: bool,
-) -> Result<Option<Announcer>, CniError> {
+/// Sysctls on the container interface, set from inside the netns.
+fn container_sysctls(netns_path: &Path, ifname: &str, has_ipv6: bool) -> Result<(), CniError> {
     let ifname = ifname.to_string();
     netns::run_in(netns_path, move || {
         if has_ipv6 {
@@ -332,9 +326,9 @@ fn prepare_container(
         // Best effort: absent when the kernel has no IPv6 at all. With DAD off
         // even addresses the kernel adds itself (link-local) never stall.
         let _ = sysctl::ensure(&["net", "ipv6", "conf", &ifname, "accept_dad"], "0");
-        // Announce a new MAC when the kernel changes it later.
+        // Gratuitous ARPs when the link's MAC is set (step 9).
         let _ = sysctl::ensure(&["net", "ipv4", "conf", &ifname, "arp_notify"], "1");
-        Ok::<_, CniError>(Announcer::open().ok())
+        Ok::<(), CniError>(())
     })
 }
 

@@ -4,7 +4,7 @@
 //!
 //! Reading order: `bin/skiff-bridge.rs` → [`plugin::main`] (environment,
 //! stdin, error output) → [`plugin::bridge`] → one `cmd_*` module per CNI
-//! command → [`ipam`], [`netlink`], [`nft`], [`sysctl`], [`garp`] for the work.
+//! command → [`ipam`], [`netlink`], [`nft`], [`sysctl`] for the work.
 
 pub mod cmd_add;
 pub mod cmd_check;
@@ -13,7 +13,6 @@ pub mod cmd_gc;
 pub mod cmd_status;
 pub mod cmd_version;
 pub mod config;
-pub mod garp;
 pub mod ipam;
 pub mod masq;
 pub mod netlink;

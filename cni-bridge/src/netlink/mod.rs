@@ -336,6 +336,19 @@ impl Netlink {
         })
     }
 
+    /// Sets a link's MAC address. The kernel then notifies the link's peers; with
+    /// `arp_notify` on, by a gratuitous ARP per IPv4 address, even if the MAC is unchanged.
+    pub fn set_mac(&mut self, index: u32, mac: [u8; 6]) -> Result<(), NetlinkError> {
+        let attributes = vec![LinkAttribute::Address(mac.to_vec())];
+        self.modify_link(
+            index,
+            LinkFlags::empty(),
+            LinkFlags::empty(),
+            attributes,
+            || format!("set the MAC of link #{index}"),
+        )
+    }
+
     /// Turns promiscuous mode on or off.
     pub fn set_promisc(&mut self, index: u32, on: bool) -> Result<(), NetlinkError> {
         let flags = if on {
@@ -644,6 +657,16 @@ pub fn format_mac(bytes: &[u8]) -> String {
         .join(":")
 }
 
+/// Parses "aa:bb:cc:dd:ee:ff", as [`format_mac`] writes it.
+pub fn parse_mac(text: &str) -> Option<[u8; 6]> {
+    let mut mac = [0u8; 6];
+    let mut parts = text.split(':');
+    for byte in &mut mac {
+        *byte = u8::from_str_radix(parts.next()?, 16).ok()?;
+    }
+    parts.next().is_none().then_some(mac)
+}
+
 impl From<NetlinkError> for crate::spec::CniError {
     fn from(e: NetlinkError) -> Self {
         crate::spec::CniError::new(
@@ -651,5 +674,24 @@ impl From<NetlinkError> for crate::spec::CniError {
             "netlink operation failed",
             e.to_string(),
         )
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn macs_parse_back_only_when_well_formed() {
+        let mac = [0x0a, 0x58, 0xff, 0, 0x1b, 0x2c];
+        assert_eq!(parse_mac(&format_mac(&mac)), Some(mac));
+        for bad in [
+            "",
+            "0a:58:ff:00:1b",
+            "0a:58:ff:00:1b:2c:3d",
+            "0a:58:ff:00:1b:zz",
+        ] {
+            assert_eq!(parse_mac(bad), None, "{bad}");
+        }
     }
 }
