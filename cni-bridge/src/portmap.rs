@@ -167,6 +167,18 @@ impl PortmapConfig {
         ]
     }
 
+    /// The UDP host ports of the mappings.
+    fn udp_ports(&self) -> Vec<nft::UdpPort> {
+        self.mappings
+            .iter()
+            .filter(|m| m.protocol == "udp")
+            .map(|m| nft::UdpPort {
+                port: m.host_port,
+                host_ip: m.host_ip,
+            })
+            .collect()
+    }
+
     fn chain_names(&self) -> Vec<String> {
         self.chains().iter().map(|c| c.name.clone()).collect()
     }
@@ -297,6 +309,9 @@ pub fn add(conf: &PortmapConfig, tag: &str) -> Result<Value, CniError> {
             }
         }
         nft::add_rules(&conf.chains(), &rules)?;
+        // After the rules, so that the flows forgotten restart through them. Best effort, as
+        // in the reference plugin: a flow left stale holds up one client, not the pod.
+        let _ = nft::forget_udp_flows(&conf.udp_ports());
     }
     Ok(prev.to_json(conf.version))
 }

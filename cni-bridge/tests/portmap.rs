@@ -4,7 +4,8 @@ mod common;
 
 use common::*;
 use serde_json::{json, Value};
-use std::net::SocketAddr;
+use std::net::{SocketAddr, UdpSocket};
+use std::time::Duration;
 
 fn portmap(net: &TestNet, command: &str, id: &str, ns: &str, conf: &Value) -> Reply {
     let call = Call {
@@ -156,5 +157,82 @@ fn portmap_gc_and_validation() {
     portmap(&net, "DEL", "a", &a, &portmap_conf(&net, m(18021), None)).expect_ok("DEL a");
     net.bridge("DEL", "a", &a, &bridge_conf).expect_ok("DEL a");
     net.bridge("DEL", "b", &b, &bridge_conf).expect_ok("DEL b");
+    net.assert_no_nft_leftovers();
+}
+
+/// How many of the host's conntrack entries are UDP flows to `dst`:`port`.
+fn udp_flows_to(dst: &str, port: u16) -> usize {
+    let table = std::fs::read_to_string("/proc/net/nf_conntrack").unwrap_or_default();
+    let (dst, port) = (format!(" dst={dst} "), format!(" dport={port} "));
+    table
+        .lines()
+        .filter(|l| l.contains(" udp ") && l.contains(&dst) && l.contains(&port))
+        .count()
+}
+
+/// A UDP socket bound to `port` inside the namespace at `netns`.
+fn udp_socket_in(netns: &str, port: u16) -> UdpSocket {
+    let ns = std::fs::File::open(netns).expect("netns file");
+    std::thread::spawn(move || {
+        // Only this short-lived thread switches; the socket keeps the namespace.
+        nix::sched::setns(&ns, nix::sched::CloneFlags::CLONE_NEWNET).expect("setns");
+        UdpSocket::bind(("0.0.0.0", port)).expect("bind in the pod")
+    })
+    .join()
+    .expect("netns thread")
+}
+
+#[test]
+fn a_udp_client_that_sent_before_the_mapping_reaches_the_pod() {
+    if !have_root() {
+        return;
+    }
+    let mut net = TestNet::new(18);
+    let pod = net.netns();
+    // Masquerade puts NAT hooks in the host namespace, so conntrack follows its flows.
+    let bridge_conf = net.conf(json!({"ipMasq": true}));
+    let result = net
+        .bridge("ADD", "dns", &pod, &bridge_conf)
+        .expect_ok("bridge ADD");
+    let gw = format!("10.213.{}.1", net.n);
+    let port = 18018;
+    let target: SocketAddr = format!("{gw}:{port}").parse().unwrap();
+
+    // A client with one source port for everything, as a resolver's socket, sends
+    // before the port is mapped: conntrack records a flow without DNAT.
+    let client = UdpSocket::bind(format!("{gw}:0")).expect("client socket");
+    client.send_to(b"early", target).expect("early datagram");
+    assert!(
+        udp_flows_to(&gw, port) > 0,
+        "conntrack did not record the flow"
+    );
+
+    let mappings = json!([{"hostPort": port, "containerPort": 53, "protocol": "udp"}]);
+    let conf = portmap_conf(&net, mappings, Some(&result));
+    portmap(&net, "ADD", "dns", &pod, &conf).expect_ok("portmap ADD");
+    let server = udp_socket_in(&pod, 53);
+    server
+        .set_read_timeout(Some(Duration::from_millis(100)))
+        .unwrap();
+
+    // The same client sends again: its datagrams must now reach the pod.
+    let mut heard = None;
+    for _ in 0..30 {
+        let _ = client.send_to(b"late", target);
+        let mut buf = [0u8; 16];
+        if let Ok((n, _)) = server.recv_from(&mut buf) {
+            heard = Some(String::from_utf8_lossy(&buf[..n]).into_owned());
+            break;
+        }
+    }
+    assert_eq!(
+        heard.as_deref(),
+        Some("late"),
+        "the pod never heard the client"
+    );
+
+    portmap(&net, "DEL", "dns", &pod, &conf).expect_ok("portmap DEL");
+    net.bridge("DEL", "dns", &pod, &bridge_conf)
+        .expect_ok("bridge DEL");
     net.assert_no_nft_leftovers();
 }

@@ -15,8 +15,9 @@
 //! concurrent ADD's check that it exists and its rule insertion.
 //!
 //! `netlink` sends and reads the messages, [`expr`] encodes the rules'
-//! expressions.
+//! expressions. [`conntrack`] forgets UDP flows that predate a host port's rules.
 
+pub mod conntrack;
 pub mod expr;
 mod netlink;
 
@@ -26,6 +27,7 @@ use std::fs::{File, OpenOptions};
 use std::io;
 use std::path::Path;
 
+pub use conntrack::{forget_udp_flows, UdpPort};
 pub use expr::{AddrField, Expr, Family, L4Proto, Op};
 use netlink::Socket;
 

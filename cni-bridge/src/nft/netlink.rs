@@ -1,10 +1,11 @@
 //! Just enough nfnetlink to drive nf_tables: one `NETLINK_NETFILTER` socket,
 //! the few messages we send (table, chain and rule creation and deletion,
 //! table/chain/rule listing, the generation), batches, and the decoding of
-//! the replies we read.
+//! the replies we read. The same socket lists and deletes conntrack entries.
 //!
 //! Numbers come from the kernel's uapi headers: `linux/netlink.h`,
-//! `linux/netfilter/nfnetlink.h`, `linux/netfilter/nf_tables.h`.
+//! `linux/netfilter/nfnetlink.h`, `linux/netfilter/nf_tables.h`,
+//! `linux/netfilter/nfnetlink_conntrack.h`.
 
 use netlink_sys::{protocols::NETLINK_NETFILTER, Socket as RawSocket, SocketAddr};
 use nix::sys::socket::{setsockopt, sockopt};
@@ -29,6 +30,7 @@ const NLA_F_NESTED: u16 = 1 << 15;
 const NLA_TYPE_MASK: u16 = !(NLA_F_NESTED | 1 << 14);
 
 // linux/netfilter/nfnetlink.h (and struct nfgenmsg's size)
+const NFNL_SUBSYS_CTNETLINK: u16 = 1;
 const NFNL_SUBSYS_NFTABLES: u16 = 10;
 const NFNL_MSG_BATCH_BEGIN: u16 = 0x10;
 const NFNL_MSG_BATCH_END: u16 = 0x11;
@@ -50,6 +52,10 @@ const NFT_MSG_NEWRULE: u8 = 6;
 const NFT_MSG_GETRULE: u8 = 7;
 const NFT_MSG_DELRULE: u8 = 8;
 const NFT_MSG_GETGEN: u8 = 16;
+
+// linux/netfilter/nfnetlink_conntrack.h: enum cntl_msg_types
+const IPCTNL_MSG_CT_GET: u8 = 1;
+const IPCTNL_MSG_CT_DELETE: u8 = 2;
 
 // nf_tables.h: table, chain, hook and rule attributes
 const NFTA_TABLE_NAME: u16 = 1;
@@ -113,8 +119,13 @@ impl Attrs {
     }
 
     /// Adds an attribute holding `inner`.
-    pub fn nested(mut self, kind: u16, inner: Attrs) -> Attrs {
-        self.put(kind | NLA_F_NESTED, &inner.0);
+    pub fn nested(self, kind: u16, inner: Attrs) -> Attrs {
+        self.nested_bytes(kind, &inner.0)
+    }
+
+    /// Adds an attribute holding attributes already encoded (as read back).
+    pub fn nested_bytes(mut self, kind: u16, inner: &[u8]) -> Attrs {
+        self.put(kind | NLA_F_NESTED, inner);
         self
     }
 
@@ -344,6 +355,17 @@ impl Header {
         }
     }
 
+    /// A conntrack message about one address family (`AF_INET`, `AF_INET6`).
+    fn conntrack(kind: u8, flags: u16, seq: u32, family: u8) -> Header {
+        Header {
+            kind: NFNL_SUBSYS_CTNETLINK << 8 | u16::from(kind),
+            flags: NLM_F_REQUEST | flags,
+            seq,
+            family,
+            res_id: 0,
+        }
+    }
+
     /// The start or end of a batch for nf_tables.
     fn batch(kind: u16, seq: u32) -> Header {
         Header {
@@ -496,14 +518,20 @@ impl Socket {
     /// Dumps objects of one kind; returns each one's attributes. Restarts
     /// when the kernel says the ruleset changed during the dump.
     fn dump(&mut self, kind: u8, filter: &Attrs, what: &str) -> Result<Vec<Vec<u8>>, NftError> {
+        self.dump_with(|seq| Header::nft(kind, NLM_F_DUMP, seq), filter, what)
+    }
+
+    /// [`Self::dump`] of the message `header` makes for a sequence number.
+    fn dump_with(
+        &mut self,
+        header: impl Fn(u32) -> Header,
+        filter: &Attrs,
+        what: &str,
+    ) -> Result<Vec<Vec<u8>>, NftError> {
         for _ in 0..5 {
             let seq = self.next_seq();
             let mut buf = Vec::new();
-            put_message(
-                &mut buf,
-                Header::nft(kind, NLM_F_DUMP, seq),
-                filter.as_bytes(),
-            );
+            put_message(&mut buf, header(seq), filter.as_bytes());
             self.send(&buf)?;
             let (mut objects, mut interrupted) = (Vec::new(), false);
             'dump: loop {
@@ -527,8 +555,35 @@ impl Socket {
             }
         }
         Err(NftError::Decode(format!(
-            "{what}: the ruleset kept changing during the dump"
+            "{what}: the kernel's objects kept changing during the dump"
         )))
+    }
+
+    /// Every conntrack entry of `family`, as its attributes.
+    pub fn conntrack_entries(&mut self, family: u8) -> Result<Vec<Vec<u8>>, NftError> {
+        let header = |seq| Header::conntrack(IPCTNL_MSG_CT_GET, NLM_F_DUMP, seq, family);
+        self.dump_with(header, &Attrs::new(), "list conntrack entries")
+    }
+
+    /// Deletes the conntrack entry `key` names (its original tuple, and its zone).
+    /// An entry that is gone already is fine.
+    pub fn delete_conntrack(&mut self, family: u8, key: &Attrs) -> Result<(), NftError> {
+        let seq = self.next_seq();
+        let mut buf = Vec::new();
+        let header = Header::conntrack(IPCTNL_MSG_CT_DELETE, NLM_F_ACK, seq, family);
+        put_message(&mut buf, header, key.as_bytes());
+        self.send(&buf)?;
+        loop {
+            for reply in self.recv()? {
+                if reply.seq != seq || reply.kind != NLMSG_ERROR {
+                    continue;
+                }
+                return match reply.errno()? {
+                    0 | libc::ENOENT => Ok(()),
+                    errno => Err(kernel_error("delete a conntrack entry", errno)),
+                };
+            }
+        }
     }
 
     /// The ruleset generation: proof that nf_tables answers.
