@@ -10,7 +10,7 @@
 //!
 //! Numbers come from `linux/netfilter/nfnetlink_conntrack.h`.
 
-use std::net::{IpAddr, Ipv4Addr, Ipv6Addr};
+use std::net::IpAddr;
 
 use super::netlink::{parse_attrs, Attrs, Socket};
 use super::NftError;
@@ -78,40 +78,15 @@ impl Flow {
             }
         }
         let orig = orig?;
-        let (mut dst, mut proto, mut dst_port) = (None, None, None);
+        let (mut dst, mut l4) = (None, (None, None));
         for (kind, value) in parse_attrs(orig) {
             match kind {
-                CTA_TUPLE_IP => {
-                    for (kind, value) in parse_attrs(value) {
-                        match kind {
-                            CTA_IP_V4_DST => {
-                                dst = Some(IpAddr::V4(Ipv4Addr::from(
-                                    <[u8; 4]>::try_from(value).ok()?,
-                                )))
-                            }
-                            CTA_IP_V6_DST => {
-                                dst = Some(IpAddr::V6(Ipv6Addr::from(
-                                    <[u8; 16]>::try_from(value).ok()?,
-                                )))
-                            }
-                            _ => {}
-                        }
-                    }
-                }
-                CTA_TUPLE_PROTO => {
-                    for (kind, value) in parse_attrs(value) {
-                        match kind {
-                            CTA_PROTO_NUM => proto = value.first().copied(),
-                            CTA_PROTO_DST_PORT => {
-                                dst_port = Some(u16::from_be_bytes(value.try_into().ok()?))
-                            }
-                            _ => {}
-                        }
-                    }
-                }
+                CTA_TUPLE_IP => dst = decode_dst(value),
+                CTA_TUPLE_PROTO => l4 = decode_l4(value),
                 _ => {}
             }
         }
+        let (proto, dst_port) = l4;
         // The kernel finds the entry by its original tuple in its zone: send both back as read.
         let mut key = Attrs::new().nested_bytes(CTA_TUPLE_ORIG, orig);
         if let Some(zone) = zone {
@@ -131,6 +106,28 @@ impl Flow {
                 .iter()
                 .any(|p| p.port == self.dst_port && p.host_ip.is_none_or(|ip| ip == self.dst))
     }
+}
+
+/// The destination address of a tuple's `CTA_TUPLE_IP`.
+fn decode_dst(ip: &[u8]) -> Option<IpAddr> {
+    parse_attrs(ip).find_map(|(kind, value)| match kind {
+        CTA_IP_V4_DST => Some(IpAddr::from(<[u8; 4]>::try_from(value).ok()?)),
+        CTA_IP_V6_DST => Some(IpAddr::from(<[u8; 16]>::try_from(value).ok()?)),
+        _ => None,
+    })
+}
+
+/// The protocol number and destination port of a tuple's `CTA_TUPLE_PROTO`.
+fn decode_l4(l4: &[u8]) -> (Option<u8>, Option<u16>) {
+    let (mut proto, mut port) = (None, None);
+    for (kind, value) in parse_attrs(l4) {
+        match kind {
+            CTA_PROTO_NUM => proto = value.first().copied(),
+            CTA_PROTO_DST_PORT => port = value.try_into().ok().map(u16::from_be_bytes),
+            _ => {}
+        }
+    }
+    (proto, port)
 }
 
 #[cfg(test)]
@@ -189,6 +186,16 @@ mod tests {
             .map(|(kind, value)| (kind, value.to_vec()))
             .collect();
         assert_eq!(key, read);
+    }
+
+    #[test]
+    fn ipv6_destinations_decode() {
+        let dst: std::net::Ipv6Addr = "fd00::7".parse().unwrap();
+        let ip = Attrs::new().bytes(CTA_IP_V6_DST, &dst.octets());
+        assert_eq!(decode_dst(ip.as_bytes()), Some(IpAddr::V6(dst)));
+        // A truncated address is no address.
+        let short = Attrs::new().bytes(CTA_IP_V6_DST, &[0xfd, 0]);
+        assert_eq!(decode_dst(short.as_bytes()), None);
     }
 
     #[test]
