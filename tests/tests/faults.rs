@@ -299,3 +299,36 @@ async fn a_killed_monitor_makes_its_container_unknown_not_running() {
     );
     remove_pod(&daemon, &pod_id).await.unwrap();
 }
+
+#[tokio::test]
+async fn a_client_that_gives_up_on_a_slow_run_pod_sandbox_gets_the_pod_on_retry() {
+    let daemon = Skiffd::start_bare("").unwrap();
+    // ADD takes a second, as a plugin waiting on a busy IPAM would.
+    install_plugin(
+        &daemon,
+        "slow",
+        "#!/bin/sh\ncase \"$CNI_COMMAND\" in\n\
+         VERSION) echo '{\"cniVersion\":\"1.0.0\",\"supportedVersions\":[\"1.0.0\"]}';;\n\
+         ADD) sleep 1; echo '{\"cniVersion\":\"1.0.0\",\"ips\":[{\"address\":\"10.99.0.5/24\"}]}';;\n\
+         *) exit 0;;\nesac\n",
+    );
+    let logs = tempfile::tempdir().unwrap();
+    let config = pod_config("patient", "p", logs.path());
+
+    // The kubelet's deadline passes while ADD runs: the client cancels the call.
+    let first = tokio::time::timeout(Duration::from_millis(300), run_pod(&daemon, &config)).await;
+    assert!(
+        first.is_err(),
+        "the call was meant to be cut short: {first:?}"
+    );
+
+    // Its retry of the same attempt gets the pod the first call went on to make.
+    let id = run_pod(&daemon, &config).await.unwrap();
+    let pods = list_all_pods(&daemon).await.unwrap();
+    assert_eq!(pods.len(), 1, "{pods:?}");
+    assert_eq!(pods[0].id, id);
+    assert_eq!(pods[0].state, cri::PodSandboxState::SandboxReady as i32);
+    assert_eq!(pod_ip(&daemon, &id).await.unwrap(), "10.99.0.5");
+    remove_pod(&daemon, &id).await.unwrap();
+    assert_no_pod_left(&daemon).await;
+}

@@ -236,6 +236,31 @@ fn check_streams(stdin: bool, stdout: bool, stderr: bool, tty: bool) -> Result<(
 /// A server-streaming reply.
 type Streamed<T> = Pin<Box<dyn futures::Stream<Item = Result<T, Status>> + Send>>;
 
+impl Runtime {
+    /// Runs a lifecycle RPC as a task of its own. A client that gives up (a kubelet's deadline
+    /// passing) cancels its call, and tonic then drops the call's future wherever it is waiting:
+    /// mid-CNI, mid-create. As a task the work goes on to its end, made or rolled back, and the
+    /// client's retry finds it so (it waits on the same per-pod or per-object lock), as with
+    /// CRI-O.
+    async fn to_completion<Req, T, F, Fut>(
+        &self,
+        method: &'static str,
+        request: Request<Req>,
+        call: F,
+    ) -> Result<Response<T>, Status>
+    where
+        Req: Send + 'static,
+        T: Send + 'static,
+        F: FnOnce(Runtime, Req) -> Fut,
+        Fut: std::future::Future<Output = Result<T, CriError>> + Send + 'static,
+    {
+        let work = rpc(method, call(self.clone(), request.into_inner()));
+        tokio::spawn(work)
+            .await
+            .unwrap_or_else(|e| Err(Status::internal(format!("{method} task: {e}"))))
+    }
+}
+
 /// The answer of every RPC that is not built yet.
 async fn not_yet<T>(method: &'static str) -> Result<Response<T>, Status> {
     rpc(method, async {
@@ -257,17 +282,19 @@ impl RuntimeService for Runtime {
         &self,
         request: Request<cri::RunPodSandboxRequest>,
     ) -> Result<Response<cri::RunPodSandboxResponse>, Status> {
-        rpc("RunPodSandbox", self.run_pod_sandbox(request.into_inner())).await
+        self.to_completion("RunPodSandbox", request, |runtime, request| async move {
+            runtime.run_pod_sandbox(request).await
+        })
+        .await
     }
 
     async fn stop_pod_sandbox(
         &self,
         request: Request<cri::StopPodSandboxRequest>,
     ) -> Result<Response<cri::StopPodSandboxResponse>, Status> {
-        rpc(
-            "StopPodSandbox",
-            self.stop_pod_sandbox(request.into_inner()),
-        )
+        self.to_completion("StopPodSandbox", request, |runtime, request| async move {
+            runtime.stop_pod_sandbox(request).await
+        })
         .await
     }
 
@@ -275,10 +302,9 @@ impl RuntimeService for Runtime {
         &self,
         request: Request<cri::RemovePodSandboxRequest>,
     ) -> Result<Response<cri::RemovePodSandboxResponse>, Status> {
-        rpc(
-            "RemovePodSandbox",
-            self.remove_pod_sandbox(request.into_inner()),
-        )
+        self.to_completion("RemovePodSandbox", request, |runtime, request| async move {
+            runtime.remove_pod_sandbox(request).await
+        })
         .await
     }
 
@@ -317,10 +343,9 @@ impl RuntimeService for Runtime {
         &self,
         request: Request<cri::CreateContainerRequest>,
     ) -> Result<Response<cri::CreateContainerResponse>, Status> {
-        rpc(
-            "CreateContainer",
-            self.create_container(request.into_inner()),
-        )
+        self.to_completion("CreateContainer", request, |runtime, request| async move {
+            runtime.create_container(request).await
+        })
         .await
     }
 
@@ -328,24 +353,29 @@ impl RuntimeService for Runtime {
         &self,
         request: Request<cri::StartContainerRequest>,
     ) -> Result<Response<cri::StartContainerResponse>, Status> {
-        rpc("StartContainer", self.start_container(request.into_inner())).await
+        self.to_completion("StartContainer", request, |runtime, request| async move {
+            runtime.start_container(request).await
+        })
+        .await
     }
 
     async fn stop_container(
         &self,
         request: Request<cri::StopContainerRequest>,
     ) -> Result<Response<cri::StopContainerResponse>, Status> {
-        rpc("StopContainer", self.stop_container(request.into_inner())).await
+        self.to_completion("StopContainer", request, |runtime, request| async move {
+            runtime.stop_container(request).await
+        })
+        .await
     }
 
     async fn remove_container(
         &self,
         request: Request<cri::RemoveContainerRequest>,
     ) -> Result<Response<cri::RemoveContainerResponse>, Status> {
-        rpc(
-            "RemoveContainer",
-            self.remove_container(request.into_inner()),
-        )
+        self.to_completion("RemoveContainer", request, |runtime, request| async move {
+            runtime.remove_container(request).await
+        })
         .await
     }
 
