@@ -247,3 +247,47 @@ async fn containers_keep_running_across_a_daemon_crash() {
     assert_eq!(reply.stdout, b"still-here\n");
     remove_pod(&daemon, &pod_id).await.unwrap();
 }
+
+/// True while some process on the host runs exactly `sleep <arg>`.
+fn sleeping(arg: &str) -> bool {
+    let wanted = format!("sleep\0{arg}\0");
+    std::fs::read_dir("/proc")
+        .into_iter()
+        .flatten()
+        .flatten()
+        .filter_map(|e| std::fs::read(e.path().join("cmdline")).ok())
+        .any(|cmdline| cmdline == wanted.as_bytes())
+}
+
+#[tokio::test]
+async fn an_exec_the_client_gives_up_on_is_killed() {
+    use std::time::{Duration, Instant};
+    let env = PodEnv::new("abandon").await.unwrap();
+    let id = env.start("main", &["sleep", "3600"]).await.unwrap();
+
+    // A command that hangs, no ExecSync timeout, and a client that stops waiting for it.
+    let call = exec(&env.daemon, &id, &["sleep", "31337"], 0);
+    let gave_up = tokio::time::timeout(Duration::from_millis(800), call).await;
+    assert!(
+        gave_up.is_err(),
+        "the call was meant to be cut short: {gave_up:?}"
+    );
+
+    // The command goes with its call, as with containerd.
+    let deadline = Instant::now() + Duration::from_secs(5);
+    while sleeping("31337") && Instant::now() < deadline {
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    assert!(!sleeping("31337"), "the exec'd command outlived its call");
+    // Nothing it left behind holds the container up.
+    let mut runtime = env.daemon.runtime().await.unwrap();
+    runtime
+        .stop_container(cri::StopContainerRequest {
+            container_id: id.clone(),
+            timeout: 1,
+        })
+        .await
+        .unwrap();
+    let status = container_status(&env.daemon, &id).await.unwrap();
+    assert_eq!(status.state, cri::ContainerState::ContainerExited as i32);
+}

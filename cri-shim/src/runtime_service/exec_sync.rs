@@ -1,9 +1,11 @@
 //! ExecSync: run a command in a running container through `skiff-oci exec`, capture its output
-//! and exit code; on timeout kill it and report DEADLINE_EXCEEDED.
+//! and exit code; on timeout kill it and report DEADLINE_EXCEEDED. A call the client gives up on
+//! kills its command too, as containerd does.
 
 use super::Runtime;
 use crate::error::CriError;
 use skiff_proto::runtime::v1 as cri;
+use std::path::PathBuf;
 use std::time::Duration;
 use tokio::io::AsyncReadExt;
 use tokio::process::Command;
@@ -23,20 +25,22 @@ impl Runtime {
             return Err(CriError::InvalidArgument("cmd must not be empty".into()));
         }
         let record = self.running_container(&request.container_id).await?;
-        let pid_file = tempfile_path(&record.bundle, "exec");
+        let mut command = ExecGuard {
+            pid_file: tempfile_path(&record.bundle, "exec"),
+            finished: false,
+        };
         let mut child = Command::new(&self.helpers.oci)
             .arg("--root")
             .arg(&self.helpers.oci_root)
             .arg("exec")
             .arg("--pid-file")
-            .arg(&pid_file)
+            .arg(&command.pid_file)
             .arg(&record.id)
             .arg("--")
             .args(&request.cmd)
             .stdin(std::process::Stdio::null())
             .stdout(std::process::Stdio::piped())
             .stderr(std::process::Stdio::piped())
-            .kill_on_drop(true)
             .spawn()
             .map_err(|e| CriError::Internal(format!("running skiff-oci exec: {e}")))?;
         let (Some(out), Some(err)) = (child.stdout.take(), child.stderr.take()) else {
@@ -49,41 +53,66 @@ impl Runtime {
         } else {
             Ok(child.wait().await)
         };
-        let result = match waited {
-            Ok(Ok(status)) => Ok(cri::ExecSyncResponse {
-                stdout: stdout.await.map_err(CriError::task)?,
-                stderr: stderr.await.map_err(CriError::task)?,
-                exit_code: status.code().unwrap_or(128),
-            }),
+        match waited {
+            Ok(Ok(status)) => {
+                command.finished = true;
+                Ok(cri::ExecSyncResponse {
+                    stdout: stdout.await.map_err(CriError::task)?,
+                    stderr: stderr.await.map_err(CriError::task)?,
+                    exit_code: status.code().unwrap_or(128),
+                })
+            }
             Ok(Err(e)) => Err(CriError::Internal(format!("exec: {e}"))),
             Err(_) => {
-                // The exec'd process is skiff-oci's child inside the container: kill it by the
-                // PID skiff-oci recorded, then let skiff-oci reap it. Killing skiff-oci instead
-                // would leave an unreaped process that keeps the container's PID namespace
-                // (and so the container) from ever finishing.
-                if let Some(pid) = std::fs::read_to_string(&pid_file)
-                    .ok()
-                    .and_then(|p| p.trim().parse::<i32>().ok())
-                {
-                    let _ = nix::sys::signal::kill(
-                        nix::unistd::Pid::from_raw(pid),
-                        nix::sys::signal::Signal::SIGKILL,
-                    );
-                }
+                command.kill();
                 if tokio::time::timeout(REAP_GRACE, child.wait())
                     .await
                     .is_err()
                 {
                     let _ = child.kill().await;
                 }
+                command.finished = true;
                 Err(CriError::DeadlineExceeded(format!(
                     "command {:?} timed out after {}s",
                     request.cmd, request.timeout
                 )))
             }
-        };
-        let _ = std::fs::remove_file(&pid_file);
-        result
+        }
+    }
+}
+
+/// The command of one ExecSync, by the PID file `skiff-oci exec` writes. Dropped before the
+/// command finished (the client gave up, and tonic dropped the call), it kills the command.
+///
+/// The command is skiff-oci's child inside the container, and is killed by its PID so that
+/// skiff-oci reaps it and exits. Killing skiff-oci instead would leave an unreaped process that
+/// keeps the container's PID namespace (and so the container) from ever finishing. A call
+/// dropped before skiff-oci wrote the PID leaves the command to end by itself.
+struct ExecGuard {
+    pid_file: PathBuf,
+    finished: bool,
+}
+
+impl ExecGuard {
+    fn kill(&self) {
+        if let Some(pid) = std::fs::read_to_string(&self.pid_file)
+            .ok()
+            .and_then(|p| p.trim().parse::<i32>().ok())
+        {
+            let _ = nix::sys::signal::kill(
+                nix::unistd::Pid::from_raw(pid),
+                nix::sys::signal::Signal::SIGKILL,
+            );
+        }
+    }
+}
+
+impl Drop for ExecGuard {
+    fn drop(&mut self) {
+        if !self.finished {
+            self.kill();
+        }
+        let _ = std::fs::remove_file(&self.pid_file);
     }
 }
 
@@ -95,6 +124,6 @@ async fn read_capped(stream: impl tokio::io::AsyncRead + Unpin) -> Vec<u8> {
 }
 
 /// A unique scratch path inside the bundle.
-fn tempfile_path(bundle: &std::path::Path, prefix: &str) -> std::path::PathBuf {
+fn tempfile_path(bundle: &std::path::Path, prefix: &str) -> PathBuf {
     bundle.join(format!("{prefix}-{}.pid", crate::sandbox::new_id()))
 }
