@@ -319,8 +319,18 @@ impl Drop for Skiffd {
         self.kill();
         // A test that failed half-way leaves containers behind: kill them through the runtime
         // (their monitors then exit) before anything is unmounted.
-        delete_containers(&self.dir.path().join("run/oci"));
+        let oci_root = self.dir.path().join("run/oci");
+        delete_containers(&oci_root);
         kill_pause_processes(&self.dir.path().join("run"));
+        // A delete fails while a process still holds the container's cgroup: a stray exec that
+        // outlived its call, or one still dying (libcgroups retries its rmdir for only about
+        // 0.1 s). The container's state stays, so retry what is left for a while.
+        let deadline = Instant::now() + Duration::from_secs(3);
+        while has_entries(&oci_root) && Instant::now() < deadline {
+            std::thread::sleep(Duration::from_millis(100));
+            delete_containers(&oci_root);
+        }
+        remove_empty_default_cgroup_parent();
         // A test that failed half-way leaves pods behind: release whatever the daemon mounted
         // under its directory (pinned namespaces, rootfs overlays), deepest first, so nothing
         // outlives the test.
@@ -445,6 +455,22 @@ fn claim_subnet() -> Result<(u8, std::fs::File)> {
 }
 
 /// Force-deletes every container in the OCI runtime state dir `oci_root`.
+/// skiffd drops its default cgroup parent `/skiff` when it removes the last container in it;
+/// containers deleted here bypass skiffd. rmdir fails while another test's containers use it.
+fn remove_empty_default_cgroup_parent() {
+    for controller in std::fs::read_dir("/sys/fs/cgroup")
+        .into_iter()
+        .flatten()
+        .flatten()
+    {
+        let _ = std::fs::remove_dir(controller.path().join("skiff"));
+    }
+}
+
+fn has_entries(dir: &Path) -> bool {
+    std::fs::read_dir(dir).is_ok_and(|mut d| d.next().is_some())
+}
+
 fn delete_containers(oci_root: &Path) {
     let Ok(entries) = std::fs::read_dir(oci_root) else {
         return;

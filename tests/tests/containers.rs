@@ -290,4 +290,8 @@ async fn an_exec_the_client_gives_up_on_is_killed() {
         .unwrap();
     let status = container_status(&env.daemon, &id).await.unwrap();
     assert_eq!(status.state, cri::ContainerState::ContainerExited as i32);
+    runtime
+        .remove_container(cri::RemoveContainerRequest { container_id: id })
+        .await
+        .unwrap();
 }
