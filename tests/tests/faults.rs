@@ -33,6 +33,16 @@ fn install_plugin(daemon: &Skiffd, name: &str, script: &str) {
     install_network(daemon, name);
 }
 
+/// A CNI plugin script that answers VERSION for spec 1.0.0 and runs the shell `case` branches
+/// `branches` for every other command.
+fn plugin_script(branches: &str) -> String {
+    format!(
+        "#!/bin/sh\ncase \"$CNI_COMMAND\" in\n\
+         VERSION) echo '{{\"cniVersion\":\"1.0.0\",\"supportedVersions\":[\"1.0.0\"]}}';;\n\
+         {branches}esac\n"
+    )
+}
+
 /// Points the daemon's CNI config at a network whose only plugin has type `kind`.
 fn install_network(daemon: &Skiffd, kind: &str) {
     std::fs::write(
@@ -48,10 +58,10 @@ async fn a_failing_cni_plugin_fails_run_pod_sandbox_and_leaves_nothing() {
     install_plugin(
         &daemon,
         "broken",
-        "#!/bin/sh\ncase \"$CNI_COMMAND\" in\n\
-         VERSION) echo '{\"cniVersion\":\"1.0.0\",\"supportedVersions\":[\"1.0.0\"]}';;\n\
-         ADD) echo '{\"cniVersion\":\"1.0.0\",\"code\":11,\"msg\":\"no addresses left today\"}'; exit 1;;\n\
-         *) exit 0;;\nesac\n",
+        &plugin_script(
+            "ADD) echo '{\"cniVersion\":\"1.0.0\",\"code\":11,\"msg\":\"no addresses left today\"}'; exit 1;;\n\
+             *) exit 0;;\n",
+        ),
     );
     let logs = tempfile::tempdir().unwrap();
     let err = run_pod(&daemon, &pod_config("doomed", "d", logs.path()))
@@ -102,12 +112,10 @@ async fn a_hanging_cni_plugin_is_killed_after_the_timeout_and_leaves_nothing() {
     install_plugin(
         &daemon,
         "hang",
-        &format!(
-            "#!/bin/sh\ncase \"$CNI_COMMAND\" in\n\
-             VERSION) echo '{{\"cniVersion\":\"1.0.0\",\"supportedVersions\":[\"1.0.0\"]}}';;\n\
-             *) echo $$ >> {pids}; sleep 3600 & echo $! >> {pids}; wait;;\nesac\n",
+        &plugin_script(&format!(
+            "*) echo $$ >> {pids}; sleep 3600 & echo $! >> {pids}; wait;;\n",
             pids = pids.display()
-        ),
+        )),
     );
     let logs = tempfile::tempdir().unwrap();
     let started = Instant::now();
@@ -307,10 +315,10 @@ async fn a_client_that_gives_up_on_a_slow_run_pod_sandbox_gets_the_pod_on_retry(
     install_plugin(
         &daemon,
         "slow",
-        "#!/bin/sh\ncase \"$CNI_COMMAND\" in\n\
-         VERSION) echo '{\"cniVersion\":\"1.0.0\",\"supportedVersions\":[\"1.0.0\"]}';;\n\
-         ADD) sleep 1; echo '{\"cniVersion\":\"1.0.0\",\"ips\":[{\"address\":\"10.99.0.5/24\"}]}';;\n\
-         *) exit 0;;\nesac\n",
+        &plugin_script(
+            "ADD) sleep 1; echo '{\"cniVersion\":\"1.0.0\",\"ips\":[{\"address\":\"10.99.0.5/24\"}]}';;\n\
+             *) exit 0;;\n",
+        ),
     );
     let logs = tempfile::tempdir().unwrap();
     let config = pod_config("patient", "p", logs.path());
