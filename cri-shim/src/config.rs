@@ -44,6 +44,11 @@ pub struct CniConfig {
     pub bin_dirs: Vec<PathBuf>,
     /// How long one plugin invocation may run before it is killed.
     pub plugin_timeout_secs: u64,
+    /// A network config with `{{.PodCIDR}}` in it: when a kubelet passes the node's pod CIDR
+    /// (UpdateRuntimeConfig), skiffd writes it, filled in, to `conf_dir` (as containerd's
+    /// `conf_template`). Unset: the network config is the administrator's alone.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub conf_template: Option<PathBuf>,
 }
 
 /// How much a pulled image may expand to on this node. A layer beyond a bound fails the pull
@@ -97,6 +102,7 @@ impl Default for CniConfig {
             conf_dir: "/etc/cni/net.d".into(),
             bin_dirs: vec!["/opt/cni/bin".into()],
             plugin_timeout_secs: 30,
+            conf_template: None,
         }
     }
 }

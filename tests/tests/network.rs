@@ -379,3 +379,76 @@ async fn skiffd_drives_the_reference_plugins_too() {
     .unwrap_or(0);
     assert_eq!(leases, 0, "host-local leases released by skiffd's DEL");
 }
+
+/// NetworkReady, as the kubelet reads it from Status.
+async fn network_ready(daemon: &Skiffd) -> bool {
+    let status = daemon
+        .runtime()
+        .await
+        .unwrap()
+        .status(cri::StatusRequest { verbose: false })
+        .await
+        .unwrap()
+        .into_inner();
+    status
+        .status
+        .unwrap()
+        .conditions
+        .iter()
+        .any(|c| c.r#type == "NetworkReady" && c.status)
+}
+
+async fn update_pod_cidr(daemon: &Skiffd, cidr: &str) -> Result<(), tonic::Status> {
+    daemon
+        .runtime()
+        .await
+        .unwrap()
+        .update_runtime_config(cri::UpdateRuntimeConfigRequest {
+            runtime_config: Some(cri::RuntimeConfig {
+                network_config: Some(cri::NetworkConfig {
+                    pod_cidr: cidr.to_string(),
+                }),
+            }),
+        })
+        .await
+        .map(|_| ())
+}
+
+/// A kubelet's node: no network config until the kubelet passes the node's pod CIDR
+/// (UpdateRuntimeConfig); then skiffd writes it from `cni.conf_template`, the network turns
+/// ready and pods get addresses from that CIDR.
+#[tokio::test]
+async fn the_pod_cidr_from_update_runtime_config_configures_the_network() {
+    let template = tempfile::tempdir().unwrap();
+    let template_path = template.path().join("template.conflist");
+    let daemon = Skiffd::start(&format!("conf_template = {template_path:?}")).unwrap();
+    // The fixture's network config becomes the template: its subnet is left to the kubelet.
+    let number = daemon.network().unwrap().number;
+    let installed = daemon.cni_conf_dir().join("10-test.conflist");
+    let conflist = std::fs::read_to_string(&installed).unwrap();
+    let subnet = format!("10.216.{number}.0/24");
+    assert!(conflist.contains(&subnet));
+    std::fs::write(&template_path, conflist.replace(&subnet, "{{.PodCIDR}}")).unwrap();
+    std::fs::remove_file(&installed).unwrap();
+    assert!(!network_ready(&daemon).await, "no network config yet");
+
+    let bad = update_pod_cidr(&daemon, "10.216.0.0/24\"}]")
+        .await
+        .unwrap_err();
+    assert_eq!(bad.code(), tonic::Code::InvalidArgument, "{bad:?}");
+    assert!(!network_ready(&daemon).await);
+
+    let cidr = format!("10.216.{number}.128/25");
+    update_pod_cidr(&daemon, &cidr).await.unwrap();
+    update_pod_cidr(&daemon, &cidr).await.unwrap();
+    assert!(network_ready(&daemon).await);
+    let logs = tempfile::tempdir().unwrap();
+    let pod = run_pod(&daemon, &pod_config("cidr", "cidr", logs.path()))
+        .await
+        .unwrap();
+    let ip: std::net::Ipv4Addr = pod_ip(&daemon, &pod).await.unwrap().parse().unwrap();
+    let [a, b, c, d] = ip.octets();
+    assert_eq!((a, b, c), (10, 216, number), "{ip}");
+    assert!(d > 128, "{ip} is outside {cidr}");
+    remove_pod(&daemon, &pod).await.unwrap();
+}

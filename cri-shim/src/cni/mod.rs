@@ -19,12 +19,14 @@ mod exec;
 mod gc;
 mod request;
 mod status;
+mod template;
 mod version;
 
 #[cfg(test)]
 mod tests;
 
 pub use conf::{find_network, CniConfError, NetworkConfig};
+pub use template::{write_from_template, TemplateError};
 
 use conf::NetworkList;
 use skiff_proto::runtime::v1::PortMapping;

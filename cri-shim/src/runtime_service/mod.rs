@@ -22,6 +22,7 @@ mod status;
 mod stop_container;
 mod stop_pod_sandbox;
 mod update_container_resources;
+mod update_runtime_config;
 mod version;
 
 use crate::cni::{Attachment, Cni};
@@ -516,9 +517,13 @@ impl RuntimeService for Runtime {
 
     async fn update_runtime_config(
         &self,
-        _request: Request<cri::UpdateRuntimeConfigRequest>,
+        request: Request<cri::UpdateRuntimeConfigRequest>,
     ) -> Result<Response<cri::UpdateRuntimeConfigResponse>, Status> {
-        not_yet("UpdateRuntimeConfig").await
+        rpc(
+            "UpdateRuntimeConfig",
+            self.update_runtime_config(request.into_inner()),
+        )
+        .await
     }
 
     async fn status(
