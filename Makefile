@@ -1,15 +1,23 @@
-# skiff: `make demo` runs the walkthrough, `make test` runs every test. Both install what they
-# need first (scripts/install-deps.sh) on a Debian 12 machine, as root.
+# skiff: `make demo` runs the walkthrough, `make demo-cluster` the same story on a real
+# Kubernetes node, `make test` runs every test. Each installs what it needs first
+# (scripts/install-deps.sh) on a Debian 12 machine, as root.
 
 SHELL := /bin/bash
 export PATH := $(HOME)/.cargo/bin:$(PATH)
 
-.PHONY: all deps build release install lint fuzz test demo
+.PHONY: all deps deps-demo deps-cluster build release install lint fuzz test demo cluster cluster-down demo-cluster
 
 all: build
 
 deps:
-	scripts/install-deps.sh
+	scripts/install-deps.sh test
+
+deps-demo:
+	scripts/install-deps.sh demo
+
+# Also builds the Kubernetes programs from their Go modules (scripts/gotools.sh, cached).
+deps-cluster:
+	scripts/install-deps.sh cluster
 
 build:
 	cargo build --workspace --bins
@@ -50,5 +58,17 @@ install: release
 
 # The walkthrough runs its own skiffd, registry and test network, so it works with or without
 # the installed default network, and removes everything it made.
-demo: deps install
+demo: deps-demo install
 	scripts/demo.sh
+
+# A one-node cluster (etcd, the control plane, the kubelet, kube-proxy, CoreDNS) on skiff;
+# prints the KUBECONFIG to export. `make cluster-down` removes all of it.
+cluster: deps-cluster release
+	scripts/cluster.sh up
+
+cluster-down:
+	scripts/cluster.sh down
+
+# The seed's demos with kubectl on that cluster, then the cluster is taken down.
+demo-cluster: deps-cluster release
+	scripts/demo-cluster.sh

@@ -93,7 +93,7 @@ pub fn busybox_spec(variant: Variant) -> Result<ImageSpec> {
 }
 
 /// Applet names of the host busybox, except `busybox` itself.
-fn applets() -> Result<Vec<String>> {
+pub fn applets() -> Result<Vec<String>> {
     let out = Command::new(HOST_BUSYBOX)
         .arg("--list")
         .output()

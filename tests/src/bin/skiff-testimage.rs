@@ -6,6 +6,7 @@ use std::path::PathBuf;
 use anyhow::Result;
 use clap::{Parser, ValueEnum};
 use skiff_tests::busybox::{write_busybox_layout, Variant, BUSYBOX_TAG};
+use skiff_tests::cluster_images::push_cluster_images;
 use skiff_tests::registry::{push_to, Format};
 
 #[derive(Parser)]
@@ -40,6 +41,19 @@ enum Cli {
         /// The tag names an image index: push every platform (skopeo copy --all).
         #[arg(long)]
         all: bool,
+    },
+    /// Build the images a Kubernetes cluster on skiff runs (nginx, busybox, CoreDNS) and push
+    /// each to a registry under its public name's path (library/nginx:latest, …).
+    ClusterImages {
+        /// The registry, HOST:PORT (plain HTTP).
+        #[arg(long)]
+        registry: String,
+        /// The CoreDNS binary (built by scripts/gotools.sh).
+        #[arg(long)]
+        coredns: PathBuf,
+        /// Where downloaded Debian packages and image layouts are kept.
+        #[arg(long)]
+        cache: PathBuf,
     },
 }
 
@@ -81,6 +95,15 @@ fn main() -> Result<()> {
                 FormatArg::V2s2 => Format::DockerV2,
             };
             println!("{}", push_to(&layout, &tag, &to, format, all)?);
+        }
+        Cli::ClusterImages {
+            registry,
+            coredns,
+            cache,
+        } => {
+            for image in push_cluster_images(&registry, &coredns, &cache)? {
+                println!("{} {}", image.name, image.digest);
+            }
         }
     }
     Ok(())

@@ -1,0 +1,566 @@
+#!/usr/bin/env bash
+# A one-node Kubernetes cluster whose container runtime is skiff, every part real and started
+# by hand, in the order a reader meets them: etcd, kube-apiserver, kube-controller-manager,
+# kube-scheduler, a local registry with the cluster's images, skiffd, the kubelet, kube-proxy
+# (nftables mode) and CoreDNS.
+#
+#   scripts/cluster.sh up      # bring the cluster up (or find it up); prints KUBECONFIG
+#   scripts/cluster.sh down    # remove every process, pod, interface, table, mount and file
+#   scripts/cluster.sh status  # which parts are running, and where their logs are
+#
+# The Kubernetes programs come from scripts/gotools.sh, skiff's from target/release (make
+# release). Everything the cluster makes lives under $CLUSTER_DIR and $RUN_DIR, on the
+# interfaces $NODE_LINK and $POD_BRIDGE, in the cgroup $CGROUP_ROOT, and in nftables tables
+# that `down` removes. Each setting below can be overridden from the environment (the tests run
+# a second cluster that way, with their own names and ports).
+set -euo pipefail
+
+REPO=$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)
+CLUSTER_DIR=${SKIFF_CLUSTER_DIR:-/var/lib/skiff-cluster}
+RUN_DIR=${SKIFF_CLUSTER_RUN_DIR:-/run/skiff-cluster}
+SKIFF_BIN=${SKIFF_BIN:-$REPO/target/release}
+GOTOOLS_BIN=${SKIFF_GOTOOLS_BIN:-${SKIFF_GOTOOLS:-/var/cache/skiff/gotools}/bin}
+
+NODE_NAME=${SKIFF_NODE_NAME:-skiff-node}
+# The node's own address, on a bridge of its own (other nodes could join it): the API server
+# and the kubelet listen there, NodePorts answer there, and pods reach it (a pod cannot reach
+# the host's loopback, and the API server must be reachable from CoreDNS).
+NODE_LINK=${SKIFF_NODE_LINK:-skiff-node0}
+NODE_IP=${SKIFF_NODE_IP:-10.250.0.1}
+POD_BRIDGE=${SKIFF_POD_BRIDGE:-skiff0}
+CLUSTER_CIDR=${SKIFF_CLUSTER_CIDR:-10.244.0.0/16}
+SERVICE_CIDR=${SKIFF_SERVICE_CIDR:-10.96.0.0/16}
+API_SERVICE_IP=${SKIFF_API_SERVICE_IP:-10.96.0.1}
+DNS_SERVICE_IP=${SKIFF_DNS_SERVICE_IP:-10.96.0.10}
+CGROUP_ROOT=${SKIFF_CGROUP_ROOT:-skiff-cluster}
+ETCD_PORT=${SKIFF_ETCD_PORT:-2379}
+ETCD_PEER_PORT=${SKIFF_ETCD_PEER_PORT:-2380}
+API_PORT=${SKIFF_API_PORT:-6443}
+KUBELET_PORT=${SKIFF_KUBELET_PORT:-10250}
+KUBELET_HEALTHZ_PORT=${SKIFF_KUBELET_HEALTHZ_PORT:-10248}
+CM_PORT=${SKIFF_CM_PORT:-10257}
+SCHEDULER_PORT=${SKIFF_SCHEDULER_PORT:-10259}
+PROXY_METRICS_PORT=${SKIFF_PROXY_METRICS_PORT:-10249}
+PROXY_HEALTHZ_PORT=${SKIFF_PROXY_HEALTHZ_PORT:-10256}
+REGISTRY_PORT=${SKIFF_REGISTRY_PORT:-5050}
+
+PKI=$CLUSTER_DIR/pki
+LOGS=$CLUSTER_DIR/logs
+PIDS=$RUN_DIR/pids
+SOCKET=$RUN_DIR/skiff.sock
+KUBECONFIG_ADMIN=$CLUSTER_DIR/admin.kubeconfig
+# The order things start in; `down` stops them in reverse.
+COMPONENTS=(etcd kube-apiserver kube-controller-manager kube-scheduler registry skiffd kubelet kube-proxy)
+# Host settings the kubelet and pod networking change; `up` saves them, `down` puts them back.
+SYSCTLS=(net.ipv4.ip_forward net.bridge.bridge-nf-call-iptables vm.overcommit_memory vm.panic_on_oom
+  kernel.panic kernel.panic_on_oops kernel.keys.root_maxkeys kernel.keys.root_maxbytes)
+
+say() { echo "cluster: $*" >&2; }
+die() { say "$*"; exit 1; }
+
+# --- processes ------------------------------------------------------------------------------
+
+pid_of() { cat "$PIDS/$1.pid" 2>/dev/null || true; }
+running() { local pid; pid=$(pid_of "$1"); [ -n "$pid" ] && kill -0 "$pid" 2>/dev/null; }
+
+# start NAME PROGRAM ARGS...: runs a component in its own session, its output in logs/NAME.log.
+start() {
+  local name=$1
+  shift
+  say "starting $name (log: $LOGS/$name.log)"
+  setsid "$@" >>"$LOGS/$name.log" 2>&1 </dev/null &
+  echo $! >"$PIDS/$name.pid"
+}
+
+stop() {
+  local name=$1 pid
+  pid=$(pid_of "$name")
+  if [ -n "$pid" ] && kill -0 "$pid" 2>/dev/null; then
+    kill -TERM "$pid" 2>/dev/null || true
+    for _ in $(seq 100); do kill -0 "$pid" 2>/dev/null || break; sleep 0.1; done
+    kill -KILL "$pid" 2>/dev/null || true
+  fi
+  rm -f "$PIDS/$name.pid"
+}
+
+# wait_for WHAT SECONDS COMMAND...: retries COMMAND until it succeeds.
+wait_for() {
+  local what=$1 seconds=$2
+  shift 2
+  local deadline=$((SECONDS + seconds))
+  until "$@" >/dev/null 2>&1; do
+    [ $SECONDS -lt $deadline ] || die "$what not ready after ${seconds}s (logs: $LOGS)"
+    sleep 0.2
+  done
+}
+
+kubectl() { "$GOTOOLS_BIN/kubectl" --kubeconfig "$KUBECONFIG_ADMIN" "$@"; }
+crictl() { "$GOTOOLS_BIN/crictl" --runtime-endpoint "unix://$SOCKET" --image-endpoint "unix://$SOCKET" "$@"; }
+
+# --- certificates ---------------------------------------------------------------------------
+
+# cert NAME CN ORG [SANS]: a key and a certificate signed by the cluster CA.
+cert() {
+  local name=$1 cn=$2 org=$3 sans=${4:-}
+  [ -e "$PKI/$name.crt" ] && return
+  openssl ecparam -name prime256v1 -genkey -noout -out "$PKI/$name.key" 2>/dev/null
+  local subj="/CN=$cn"
+  [ -n "$org" ] && subj="/O=$org$subj"
+  local ext="$PKI/$name.ext"
+  {
+    echo "basicConstraints=CA:FALSE"
+    echo "keyUsage=critical,digitalSignature,keyEncipherment"
+    if [ -n "$sans" ]; then
+      echo "extendedKeyUsage=serverAuth,clientAuth"
+      echo "subjectAltName=$sans"
+    else
+      echo "extendedKeyUsage=clientAuth"
+    fi
+  } >"$ext"
+  openssl req -new -key "$PKI/$name.key" -subj "$subj" -out "$PKI/$name.csr" 2>/dev/null
+  openssl x509 -req -in "$PKI/$name.csr" -CA "$PKI/ca.crt" -CAkey "$PKI/ca.key" -CAcreateserial \
+    -days 365 -extfile "$ext" -out "$PKI/$name.crt" 2>/dev/null
+  rm -f "$PKI/$name.csr" "$ext"
+}
+
+make_pki() {
+  mkdir -p "$PKI"
+  chmod 0700 "$PKI"
+  if [ ! -e "$PKI/ca.crt" ]; then
+    openssl ecparam -name prime256v1 -genkey -noout -out "$PKI/ca.key" 2>/dev/null
+    openssl req -x509 -new -key "$PKI/ca.key" -subj "/CN=skiff-cluster-ca" -days 365 \
+      -addext "basicConstraints=critical,CA:TRUE" -addext "keyUsage=critical,keyCertSign,cRLSign" \
+      -out "$PKI/ca.crt" 2>/dev/null
+  fi
+  local api_sans="DNS:kubernetes,DNS:kubernetes.default,DNS:kubernetes.default.svc"
+  api_sans+=",DNS:kubernetes.default.svc.cluster.local,DNS:localhost"
+  api_sans+=",IP:$API_SERVICE_IP,IP:$NODE_IP,IP:127.0.0.1"
+  cert apiserver kube-apiserver "" "$api_sans"
+  # The API server's identity towards kubelets (logs, exec, port-forward).
+  cert apiserver-kubelet-client kube-apiserver-kubelet-client system:masters
+  cert admin admin system:masters
+  cert controller-manager system:kube-controller-manager ""
+  cert scheduler system:kube-scheduler ""
+  cert kube-proxy system:kube-proxy ""
+  cert kubelet "system:node:$NODE_NAME" system:nodes
+  cert kubelet-serving "system:node:$NODE_NAME" system:nodes "DNS:$NODE_NAME,IP:$NODE_IP"
+  # Service account tokens are signed with this key and checked with its public half.
+  if [ ! -e "$PKI/sa.key" ]; then
+    openssl ecparam -name prime256v1 -genkey -noout -out "$PKI/sa.key" 2>/dev/null
+    openssl ec -in "$PKI/sa.key" -pubout -out "$PKI/sa.pub" 2>/dev/null
+  fi
+}
+
+# kubeconfig NAME USER: a kubeconfig for one client certificate.
+kubeconfig() {
+  cat >"$CLUSTER_DIR/$1.kubeconfig" <<EOF
+apiVersion: v1
+kind: Config
+clusters:
+- name: skiff
+  cluster:
+    server: https://$NODE_IP:$API_PORT
+    certificate-authority: $PKI/ca.crt
+users:
+- name: $2
+  user:
+    client-certificate: $PKI/$2.crt
+    client-key: $PKI/$2.key
+contexts:
+- name: skiff
+  context: {cluster: skiff, user: $2}
+current-context: skiff
+EOF
+}
+
+# The settings a client of this cluster needs (the walkthrough and the tests read them).
+write_env() {
+  cat >"$CLUSTER_DIR/cluster.env" <<EOF
+KUBECONFIG=$KUBECONFIG_ADMIN
+GOTOOLS_BIN=$GOTOOLS_BIN
+SOCKET=$SOCKET
+NODE_NAME=$NODE_NAME
+NODE_IP=$NODE_IP
+POD_BRIDGE=$POD_BRIDGE
+CGROUP_ROOT=$CGROUP_ROOT
+CLUSTER_DIR=$CLUSTER_DIR
+RUN_DIR=$RUN_DIR
+SKIFF_STATE_DIR=$RUN_DIR/skiff
+LOGS=$LOGS
+EOF
+}
+
+# --- the host: interfaces, kernel settings, cgroups ------------------------------------------
+
+prepare_host() {
+  [ -e "$RUN_DIR/sysctls" ] || for key in "${SYSCTLS[@]}"; do
+    echo "$key=$(sysctl -n "$key" 2>/dev/null || echo)"
+  done >"$RUN_DIR/sysctls"
+  # The kubelet adds chains to the iptables tables (through iptables-nft); `down` deletes the
+  # tables that were not there before, and only the kubelet's chains from those that were.
+  [ -e "$RUN_DIR/nft-chains" ] || nft_chains >"$RUN_DIR/nft-chains"
+  # A Service's reply from a pod on the same bridge must pass the host's NAT (conntrack) to be
+  # un-DNATed, so bridged IPv4 traffic goes through the IP hooks: what every bridge CNI with
+  # kube-proxy needs.
+  modprobe br_netfilter 2>/dev/null || [ -e /proc/sys/net/bridge ] ||
+    die "bridge netfilter (br_netfilter) is not available"
+  sysctl -qw net.ipv4.ip_forward=1 net.bridge.bridge-nf-call-iptables=1
+  if ! ip link show "$NODE_LINK" >/dev/null 2>&1; then
+    ip link add "$NODE_LINK" type bridge
+    ip addr add "$NODE_IP/32" dev "$NODE_LINK"
+    ip link set "$NODE_LINK" up
+  fi
+  # The kubelet puts every pod under this cgroup, in each v1 hierarchy (or in the v2 tree).
+  local hierarchy
+  for hierarchy in $(cgroup_hierarchies); do mkdir -p "$hierarchy/$CGROUP_ROOT"; done
+}
+
+cgroup_hierarchies() {
+  if [ -e /sys/fs/cgroup/cgroup.controllers ]; then
+    echo /sys/fs/cgroup
+  else
+    # Each v1 hierarchy, and the v2 tree of a hybrid host, where the kubelet also makes them.
+    local dir
+    for dir in /sys/fs/cgroup/*/; do
+      [ -e "$dir/cgroup.procs" ] && echo "${dir%/}"
+    done
+  fi
+  return 0
+}
+
+# Every nftables chain, one `family table chain` per line.
+nft_chains() {
+  nft list chains 2>/dev/null | awk '$1 == "table" { t = $2 " " $3 } $1 == "chain" { print t, $2 }'
+}
+
+# The kubelet's iptables chains: KUBE-FIREWALL (drops martian DNAT to 127/8, jumped to from
+# INPUT and OUTPUT), the empty canary and hint chains other tools look for, and the base chains
+# and tables iptables-nft made to hold them. What was there before `up` stays.
+remove_kubelet_iptables() {
+  local family table chain base
+  for family in ip ip6; do
+    local ipt=iptables
+    [ "$family" = ip6 ] && ipt=ip6tables
+    for table in filter nat mangle; do
+      nft list table "$family" "$table" >/dev/null 2>&1 || continue
+      if ! grep -q "^$family $table " "$RUN_DIR/nft-chains" 2>/dev/null; then
+        nft delete table "$family" "$table" 2>/dev/null || true
+        continue
+      fi
+      for base in INPUT OUTPUT; do
+        while "$ipt" -t "$table" -D "$base" -j KUBE-FIREWALL 2>/dev/null; do :; done
+      done
+      for chain in $(nft_chains | awk -v f="$family" -v t="$table" '$1 == f && $2 == t { print $3 }'); do
+        grep -qx "$family $table $chain" "$RUN_DIR/nft-chains" && continue
+        "$ipt" -t "$table" -F "$chain" 2>/dev/null || true
+        nft delete chain "$family" "$table" "$chain" 2>/dev/null || true
+      done
+    done
+  done
+}
+
+restore_host() {
+  if [ -e "$RUN_DIR/sysctls" ]; then
+    local line
+    while IFS= read -r line; do
+      [ -n "${line#*=}" ] && sysctl -qw "$line" 2>/dev/null || true
+    done <"$RUN_DIR/sysctls"
+  fi
+  ip link del "$NODE_LINK" 2>/dev/null || true
+  ip link del "$POD_BRIDGE" 2>/dev/null || true
+  # kube-proxy's tables; skiff's CNI table goes with the last pod.
+  nft delete table ip kube-proxy 2>/dev/null || true
+  nft delete table ip6 kube-proxy 2>/dev/null || true
+  remove_kubelet_iptables
+  local hierarchy
+  for hierarchy in $(cgroup_hierarchies); do
+    [ -d "$hierarchy/$CGROUP_ROOT" ] || continue
+    # Deepest first: a cgroup is removed once it has no children and no processes.
+    find "$hierarchy/$CGROUP_ROOT" -depth -type d -exec rmdir {} + 2>/dev/null || true
+  done
+}
+
+# --- the components -------------------------------------------------------------------------
+
+start_etcd() {
+  start etcd "$GOTOOLS_BIN/etcd" --name skiff --data-dir "$CLUSTER_DIR/etcd" \
+    --listen-client-urls "http://127.0.0.1:$ETCD_PORT" --advertise-client-urls "http://127.0.0.1:$ETCD_PORT" \
+    --listen-peer-urls "http://127.0.0.1:$ETCD_PEER_PORT" \
+    --initial-advertise-peer-urls "http://127.0.0.1:$ETCD_PEER_PORT" \
+    --initial-cluster "skiff=http://127.0.0.1:$ETCD_PEER_PORT" \
+    --listen-metrics-urls "" --log-level warn --unsafe-no-fsync
+  wait_for etcd 30 curl -fsS "http://127.0.0.1:$ETCD_PORT/health"
+}
+
+start_apiserver() {
+  start kube-apiserver "$GOTOOLS_BIN/kube-apiserver" \
+    --etcd-servers "http://127.0.0.1:$ETCD_PORT" \
+    --bind-address "$NODE_IP" --advertise-address "$NODE_IP" --secure-port "$API_PORT" \
+    --tls-cert-file "$PKI/apiserver.crt" --tls-private-key-file "$PKI/apiserver.key" \
+    --client-ca-file "$PKI/ca.crt" \
+    --kubelet-client-certificate "$PKI/apiserver-kubelet-client.crt" \
+    --kubelet-client-key "$PKI/apiserver-kubelet-client.key" \
+    --kubelet-certificate-authority "$PKI/ca.crt" \
+    --kubelet-preferred-address-types InternalIP \
+    --service-account-key-file "$PKI/sa.pub" --service-account-signing-key-file "$PKI/sa.key" \
+    --service-account-issuer https://kubernetes.default.svc.cluster.local \
+    --service-cluster-ip-range "$SERVICE_CIDR" \
+    --authorization-mode Node,RBAC --enable-admission-plugins NodeRestriction \
+    --allow-privileged=true --profiling=false
+  wait_for kube-apiserver 60 curl -fsS --cacert "$PKI/ca.crt" --cert "$PKI/admin.crt" \
+    --key "$PKI/admin.key" "https://$NODE_IP:$API_PORT/readyz"
+}
+
+start_controller_manager() {
+  start kube-controller-manager "$GOTOOLS_BIN/kube-controller-manager" \
+    --kubeconfig "$CLUSTER_DIR/controller-manager.kubeconfig" \
+    --authentication-kubeconfig "$CLUSTER_DIR/controller-manager.kubeconfig" \
+    --authorization-kubeconfig "$CLUSTER_DIR/controller-manager.kubeconfig" \
+    --bind-address 127.0.0.1 --secure-port "$CM_PORT" --leader-elect=false \
+    --allocate-node-cidrs=true --cluster-cidr "$CLUSTER_CIDR" --node-cidr-mask-size 24 \
+    --service-cluster-ip-range "$SERVICE_CIDR" \
+    --cluster-signing-cert-file "$PKI/ca.crt" --cluster-signing-key-file "$PKI/ca.key" \
+    --root-ca-file "$PKI/ca.crt" --service-account-private-key-file "$PKI/sa.key" \
+    --use-service-account-credentials=true --profiling=false
+}
+
+start_scheduler() {
+  start kube-scheduler "$GOTOOLS_BIN/kube-scheduler" \
+    --kubeconfig "$CLUSTER_DIR/scheduler.kubeconfig" \
+    --authentication-kubeconfig "$CLUSTER_DIR/scheduler.kubeconfig" \
+    --authorization-kubeconfig "$CLUSTER_DIR/scheduler.kubeconfig" \
+    --bind-address 127.0.0.1 --secure-port "$SCHEDULER_PORT" --leader-elect=false --profiling=false
+}
+
+# The images the cluster runs (nginx, busybox, a client, CoreDNS), built from Debian packages
+# and the CoreDNS binary, served under their public names through skiffd's registry mirrors.
+start_registry() {
+  mkdir -p "$CLUSTER_DIR/registry"
+  cat >"$CLUSTER_DIR/registry.yml" <<EOF
+version: 0.1
+log: {level: warn}
+storage:
+  filesystem: {rootdirectory: $CLUSTER_DIR/registry}
+  delete: {enabled: true}
+http: {addr: 127.0.0.1:$REGISTRY_PORT}
+EOF
+  start registry /usr/bin/docker-registry serve "$CLUSTER_DIR/registry.yml"
+  wait_for registry 30 curl -fsS "http://127.0.0.1:$REGISTRY_PORT/v2/"
+  say "building and pushing the cluster's images"
+  "$SKIFF_BIN/skiff-testimage" cluster-images --registry "127.0.0.1:$REGISTRY_PORT" \
+    --coredns "$GOTOOLS_BIN/coredns" --cache "$CLUSTER_DIR/image-cache" >>"$LOGS/images.log" 2>&1 ||
+    die "building the images failed (log: $LOGS/images.log)"
+}
+
+start_skiffd() {
+  mkdir -p "$CLUSTER_DIR/cni/net.d" "$CLUSTER_DIR/cni/ipam"
+  # skiffd writes the network config from this template once the kubelet tells it the node's
+  # pod CIDR (UpdateRuntimeConfig), as containerd's conf_template does.
+  cat >"$CLUSTER_DIR/cni/template.conflist" <<EOF
+{
+  "cniVersion": "1.0.0",
+  "cniVersions": ["1.0.0", "1.1.0"],
+  "name": "skiff-cluster",
+  "plugins": [
+    {
+      "type": "skiff-bridge",
+      "bridge": "$POD_BRIDGE",
+      "isGateway": true,
+      "ipMasq": true,
+      "hairpinMode": true,
+      "ipam": {
+        "type": "host-local",
+        "ranges": [[{"subnet": "{{.PodCIDR}}"}]],
+        "routes": [{"dst": "0.0.0.0/0"}],
+        "dataDir": "$CLUSTER_DIR/cni/ipam"
+      }
+    },
+    {"type": "skiff-portmap", "capabilities": {"portMappings": true}}
+  ]
+}
+EOF
+  cat >"$CLUSTER_DIR/skiffd.toml" <<EOF
+socket = "$SOCKET"
+root_dir = "$CLUSTER_DIR/skiff"
+state_dir = "$RUN_DIR/skiff"
+
+[cni]
+conf_dir = "$CLUSTER_DIR/cni/net.d"
+conf_template = "$CLUSTER_DIR/cni/template.conflist"
+bin_dirs = ["$SKIFF_BIN"]
+
+[streaming]
+address = "127.0.0.1:0"
+
+[registry.hosts."docker.io"]
+mirrors = ["http://127.0.0.1:$REGISTRY_PORT"]
+
+[registry.hosts."registry.k8s.io"]
+mirrors = ["http://127.0.0.1:$REGISTRY_PORT"]
+EOF
+  start skiffd "$SKIFF_BIN/skiffd" --config "$CLUSTER_DIR/skiffd.toml"
+  wait_for skiffd 30 crictl version
+}
+
+start_kubelet() {
+  mkdir -p "$CLUSTER_DIR/kubelet" "$CLUSTER_DIR/pod-logs"
+  cat >"$CLUSTER_DIR/kubelet.yaml" <<EOF
+apiVersion: kubelet.config.k8s.io/v1beta1
+kind: KubeletConfiguration
+# skiff is the node's container runtime: CRI over its unix socket, images from it too.
+containerRuntimeEndpoint: unix://$SOCKET
+imageServiceEndpoint: unix://$SOCKET
+# skiff writes cgroups itself through cgroupfs (it answers CGROUPFS in RuntimeConfig).
+cgroupDriver: cgroupfs
+cgroupRoot: /$CGROUP_ROOT
+# This host has cgroup v1 (hybrid); Kubernetes 1.35+ refuses v1 unless told.
+failCgroupV1: false
+address: $NODE_IP
+port: $KUBELET_PORT
+readOnlyPort: 0
+healthzBindAddress: 127.0.0.1
+healthzPort: $KUBELET_HEALTHZ_PORT
+tlsCertFile: $PKI/kubelet-serving.crt
+tlsPrivateKeyFile: $PKI/kubelet-serving.key
+authentication:
+  anonymous: {enabled: false}
+  webhook: {enabled: true}
+  x509: {clientCAFile: $PKI/ca.crt}
+authorization: {mode: Webhook}
+clusterDomain: cluster.local
+clusterDNS: [$DNS_SERVICE_IP]
+podLogsDir: $CLUSTER_DIR/pod-logs
+failSwapOn: false
+# A development machine's disk is often fuller than a node's: evict only when nearly full.
+evictionHard: {memory.available: 100Mi, nodefs.available: 2%, imagefs.available: 2%}
+imageGCHighThresholdPercent: 100
+serializeImagePulls: false
+EOF
+  start kubelet "$GOTOOLS_BIN/kubelet" --config "$CLUSTER_DIR/kubelet.yaml" \
+    --kubeconfig "$CLUSTER_DIR/kubelet.kubeconfig" --root-dir "$CLUSTER_DIR/kubelet" \
+    --cert-dir "$CLUSTER_DIR/kubelet/pki" --hostname-override "$NODE_NAME" --node-ip "$NODE_IP"
+  wait_for "the node $NODE_NAME" 120 node_ready
+}
+
+node_ready() {
+  [ "$(kubectl get node "$NODE_NAME" -o 'jsonpath={.status.conditions[?(@.type=="Ready")].status}')" = True ]
+}
+
+start_kube_proxy() {
+  cat >"$CLUSTER_DIR/kube-proxy.yaml" <<EOF
+apiVersion: kubeproxy.config.k8s.io/v1alpha1
+kind: KubeProxyConfiguration
+mode: nftables
+clientConnection: {kubeconfig: $CLUSTER_DIR/kube-proxy.kubeconfig}
+hostnameOverride: $NODE_NAME
+clusterCIDR: $CLUSTER_CIDR
+# NodePorts answer on the node's address only, not on every address of this host.
+nodePortAddresses: [$NODE_IP/32]
+metricsBindAddress: 127.0.0.1:$PROXY_METRICS_PORT
+healthzBindAddress: 127.0.0.1:$PROXY_HEALTHZ_PORT
+# Leave the host's conntrack table size alone.
+conntrack: {maxPerCore: 0, min: 0}
+EOF
+  start kube-proxy "$GOTOOLS_BIN/kube-proxy" --config "$CLUSTER_DIR/kube-proxy.yaml"
+  wait_for kube-proxy 60 curl -fsS "http://127.0.0.1:$PROXY_HEALTHZ_PORT/healthz"
+}
+
+start_coredns() {
+  sed -e "s/@DNS_SERVICE_IP@/$DNS_SERVICE_IP/" "$REPO/examples/cluster/coredns.yaml" |
+    kubectl apply -f - >>"$LOGS/addons.log"
+  wait_for CoreDNS 120 kubectl -n kube-system rollout status deployment/coredns --timeout 2s
+}
+
+# --- up, down, status -----------------------------------------------------------------------
+
+check_tools() {
+  local tool
+  for tool in etcd kube-apiserver kube-controller-manager kube-scheduler kubelet kube-proxy kubectl crictl coredns; do
+    [ -x "$GOTOOLS_BIN/$tool" ] || die "$GOTOOLS_BIN/$tool is missing: run scripts/gotools.sh"
+  done
+  for tool in skiffd skiff-oci skiff-monitor skiff-bridge skiff-portmap skiff-testimage; do
+    [ -x "$SKIFF_BIN/$tool" ] || die "$SKIFF_BIN/$tool is missing: run make release"
+  done
+  command -v openssl >/dev/null || die "openssl is missing"
+  [ -x /usr/bin/docker-registry ] || die "docker-registry is missing (apt-get install docker-registry)"
+}
+
+all_running() {
+  local c
+  for c in "${COMPONENTS[@]}"; do running "$c" || return 1; done
+}
+
+up() {
+  check_tools
+  if all_running && node_ready; then
+    say "already up"
+  else
+    # A cluster that is partly up (a crash, a reboot) is taken down first.
+    if [ -d "$PIDS" ] || [ -d "$CLUSTER_DIR" ]; then down_quietly; fi
+    mkdir -p "$CLUSTER_DIR" "$LOGS" "$PIDS"
+    local begin=$SECONDS
+    prepare_host
+    make_pki
+    write_env
+    local name
+    for name in admin controller-manager scheduler kube-proxy kubelet; do kubeconfig "$name" "$name"; done
+    start_etcd
+    start_apiserver
+    start_controller_manager
+    start_scheduler
+    start_registry
+    start_skiffd
+    start_kubelet
+    start_kube_proxy
+    start_coredns
+    say "up in $((SECONDS - begin)) s"
+  fi
+  status
+  echo
+  echo "export KUBECONFIG=$KUBECONFIG_ADMIN"
+  echo "export PATH=$GOTOOLS_BIN:\$PATH    # kubectl, crictl"
+}
+
+down_quietly() { down >/dev/null 2>&1 || true; }
+
+down() {
+  # Pods first, while the kubelet is stopped and skiffd still runs, so each gets its CNI DEL.
+  stop kube-proxy
+  stop kubelet
+  if running skiffd; then
+    crictl rmp --force --all >/dev/null 2>&1 || say "removing pods through skiffd failed"
+  fi
+  local c i
+  for ((i = ${#COMPONENTS[@]} - 1; i >= 0; i--)); do
+    c=${COMPONENTS[i]}
+    stop "$c"
+  done
+  # Mounts the kubelet made (secrets, service account tokens) and skiff's, deepest first.
+  local mount
+  for dir in "$CLUSTER_DIR" "$RUN_DIR"; do
+    awk -v d="$dir/" 'index($2, d) == 1 { print $2 }' /proc/self/mounts | sort -r |
+      while read -r mount; do umount -l "$mount" 2>/dev/null || true; done
+  done
+  restore_host
+  rm -rf "$CLUSTER_DIR" "$RUN_DIR"
+  say "down"
+}
+
+status() {
+  local c
+  for c in "${COMPONENTS[@]}"; do
+    if running "$c"; then
+      printf '  %-24s running (pid %s)  log: %s\n' "$c" "$(pid_of "$c")" "$LOGS/$c.log"
+    else
+      printf '  %-24s not running         log: %s\n' "$c" "$LOGS/$c.log"
+    fi
+  done
+}
+
+[ "$(id -u)" = 0 ] || die "run as root (the kubelet, skiffd and the network need it)"
+case ${1:-} in
+  up) up ;;
+  down) down ;;
+  status) status ;;
+  *) echo "usage: $0 up|down|status" >&2; exit 2 ;;
+esac
