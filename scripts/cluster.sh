@@ -52,7 +52,9 @@ KUBECONFIG_ADMIN=$CLUSTER_DIR/admin.kubeconfig
 # The order things start in; `down` stops them in reverse.
 COMPONENTS=(etcd kube-apiserver kube-controller-manager kube-scheduler registry skiffd kubelet kube-proxy)
 # Host settings the kubelet and pod networking change; `up` saves them, `down` puts them back.
-SYSCTLS=(net.ipv4.ip_forward net.bridge.bridge-nf-call-iptables vm.overcommit_memory vm.panic_on_oom
+# (IPv4 forwarding is not among them: the CNI bridge plugin turns it on for any pod network, as
+# the reference plugin does, and other pod networks on this host may rely on it.)
+SYSCTLS=(net.bridge.bridge-nf-call-iptables vm.overcommit_memory vm.panic_on_oom
   kernel.panic kernel.panic_on_oops kernel.keys.root_maxkeys kernel.keys.root_maxbytes)
 
 say() { echo "cluster: $*" >&2; }
@@ -61,7 +63,14 @@ die() { say "$*"; exit 1; }
 # --- processes ------------------------------------------------------------------------------
 
 pid_of() { cat "$PIDS/$1.pid" 2>/dev/null || true; }
-running() { local pid; pid=$(pid_of "$1"); [ -n "$pid" ] && kill -0 "$pid" 2>/dev/null; }
+# Alive, and not a zombie waiting to be reaped (a killed component may linger as one).
+running() {
+  local pid state
+  pid=$(pid_of "$1")
+  [ -n "$pid" ] || return 1
+  state=$(sed 's/.*) //' "/proc/$pid/stat" 2>/dev/null | cut -d' ' -f1) || return 1
+  [ -n "$state" ] && [ "$state" != Z ]
+}
 
 # start NAME PROGRAM ARGS...: runs a component in its own session, its output in logs/NAME.log.
 start() {
@@ -75,23 +84,29 @@ start() {
 stop() {
   local name=$1 pid
   pid=$(pid_of "$name")
-  if [ -n "$pid" ] && kill -0 "$pid" 2>/dev/null; then
+  if running "$name"; then
     kill -TERM "$pid" 2>/dev/null || true
-    for _ in $(seq 100); do kill -0 "$pid" 2>/dev/null || break; sleep 0.1; done
+    for _ in $(seq 100); do running "$name" || break; sleep 0.1; done
     kill -KILL "$pid" 2>/dev/null || true
   fi
   rm -f "$PIDS/$name.pid"
 }
 
-# wait_for WHAT SECONDS COMMAND...: retries COMMAND until it succeeds.
+# retry SECONDS COMMAND...: retries COMMAND until it succeeds; fails after SECONDS.
+retry() {
+  local deadline=$((SECONDS + $1))
+  shift
+  until "$@" >/dev/null 2>&1; do
+    [ $SECONDS -lt $deadline ] || return 1
+    sleep 0.2
+  done
+}
+
+# wait_for WHAT SECONDS COMMAND...: like retry, and the cluster cannot start without it.
 wait_for() {
   local what=$1 seconds=$2
   shift 2
-  local deadline=$((SECONDS + seconds))
-  until "$@" >/dev/null 2>&1; do
-    [ $SECONDS -lt $deadline ] || die "$what not ready after ${seconds}s (logs: $LOGS)"
-    sleep 0.2
-  done
+  retry "$seconds" "$@" || die "$what not ready after ${seconds}s (logs: $LOGS)"
 }
 
 kubectl() { "$GOTOOLS_BIN/kubectl" --kubeconfig "$KUBECONFIG_ADMIN" "$@"; }
@@ -527,6 +542,13 @@ down() {
   # Pods first, while the kubelet is stopped and skiffd still runs, so each gets its CNI DEL.
   stop kube-proxy
   stop kubelet
+  # After a crash skiffd may be gone while its pods run on: started again, it finds them in its
+  # state directories, so they can be removed as usual.
+  if ! running skiffd && [ -e "$CLUSTER_DIR/skiffd.toml" ] && [ -x "$SKIFF_BIN/skiffd" ]; then
+    mkdir -p "$LOGS" "$PIDS"
+    start skiffd "$SKIFF_BIN/skiffd" --config "$CLUSTER_DIR/skiffd.toml"
+    retry 30 crictl version || say "skiffd did not start again; its pods may be left"
+  fi
   if running skiffd; then
     crictl rmp --force --all >/dev/null 2>&1 || say "removing pods through skiffd failed"
   fi
