@@ -13,6 +13,23 @@ use anyhow::{bail, Context, Result};
 /// Where `scripts/cluster.sh` writes the cluster's settings by default.
 pub const DEFAULT_ENV_FILE: &str = "/var/lib/skiff-cluster/cluster.env";
 
+/// A program `scripts/gotools.sh` built (`kubelet`, `crictl`, `critest`…), from its cache
+/// (`$SKIFF_GOTOOLS`, default `/var/cache/skiff/gotools`). `make test`'s install step builds
+/// them, so a missing one is an error that says how to build it, never a silent skip.
+pub fn gotool(name: &str) -> Result<PathBuf> {
+    let cache = std::env::var_os("SKIFF_GOTOOLS")
+        .map(PathBuf::from)
+        .unwrap_or_else(|| PathBuf::from("/var/cache/skiff/gotools"));
+    let path = cache.join("bin").join(name);
+    if !path.is_file() {
+        bail!(
+            "{} is missing: build the Go tools with scripts/gotools.sh (make test does)",
+            path.display()
+        );
+    }
+    Ok(path)
+}
+
 /// A running cluster, from the `KEY=VALUE` file `scripts/cluster.sh up` writes.
 #[derive(Debug, Clone)]
 pub struct Cluster {

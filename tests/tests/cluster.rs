@@ -38,7 +38,7 @@ struct TestCluster {
 }
 
 impl TestCluster {
-    fn new() -> TestCluster {
+    fn new(kubelet: &Path) -> TestCluster {
         let dir = tempfile::Builder::new()
             .prefix("skiff-cluster-test-")
             .tempdir()
@@ -64,6 +64,10 @@ impl TestCluster {
             ("SKIFF_API_SERVICE_IP", "10.97.0.1".to_string()),
             ("SKIFF_DNS_SERVICE_IP", "10.97.0.10".to_string()),
             ("SKIFF_CGROUP_ROOT", CGROUP_ROOT.to_string()),
+            (
+                "SKIFF_GOTOOLS_BIN",
+                kubelet.parent().unwrap().display().to_string(),
+            ),
         ];
         for key in [
             "SKIFF_ETCD_PORT",
@@ -217,16 +221,12 @@ fn another_cluster_is_up() -> bool {
 
 #[test]
 fn a_kubernetes_node_on_skiff_runs_the_seed_demos_and_leaves_nothing() {
-    let tools = PathBuf::from("/var/cache/skiff/gotools/bin");
-    assert!(
-        tools.join("kubelet").exists(),
-        "the Kubernetes programs are missing: run scripts/gotools.sh (make test's install step does)"
-    );
+    let kubelet = skiff_tests::kube::gotool("kubelet").unwrap();
     assert!(
         !another_cluster_is_up(),
         "kube-proxy's nftables tables exist: another cluster runs on this host (make cluster-down)"
     );
-    let cluster = TestCluster::new();
+    let cluster = TestCluster::new(&kubelet);
     cluster.up();
 
     let demo = Command::new(sibling_binary(

@@ -1,7 +1,7 @@
 //! crictl against skiffd: the commands a user types, with crictl's own output checked.
 //!
-//! crictl is not packaged for Debian 12, so CI skips this test; it runs wherever `crictl` is in
-//! PATH (or `SKIFF_CRICTL` names it). It drives the same RPCs as the other e2e tests, but
+//! crictl is not packaged for Debian 12: `scripts/gotools.sh` builds v1.37 from its Go module
+//! (`SKIFF_CRICTL` names another binary). It drives the same RPCs as the other e2e tests, but
 //! through the real client's request shapes, JSON output and streaming (for `exec` without
 //! `-s` and `logs -f`).
 
@@ -11,16 +11,12 @@ use std::io::{BufRead, BufReader};
 use std::path::{Path, PathBuf};
 use std::process::{Command, Stdio};
 
-/// The crictl binary, if there is one.
-fn crictl_binary() -> Option<PathBuf> {
-    if let Some(path) = std::env::var_os("SKIFF_CRICTL") {
-        return Some(PathBuf::from(path));
+/// The crictl binary: `SKIFF_CRICTL`, else the one `scripts/gotools.sh` built.
+fn crictl_binary() -> PathBuf {
+    match std::env::var_os("SKIFF_CRICTL") {
+        Some(path) => PathBuf::from(path),
+        None => skiff_tests::kube::gotool("crictl").unwrap(),
     }
-    std::env::var_os("PATH")?
-        .to_str()?
-        .split(':')
-        .map(|dir| Path::new(dir).join("crictl"))
-        .find(|p| p.is_file())
 }
 
 /// Runs crictl commands against one daemon.
@@ -81,10 +77,7 @@ fn write_json(dir: &Path, name: &str, value: &Value) -> String {
 
 #[tokio::test]
 async fn crictl_runs_a_pod_end_to_end() {
-    let Some(binary) = crictl_binary() else {
-        eprintln!("crictl not installed: skipping the crictl interoperability check");
-        return;
-    };
+    let binary = crictl_binary();
     let Node {
         registry: _registry,
         daemon,
