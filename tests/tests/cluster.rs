@@ -259,6 +259,7 @@ fn a_kubernetes_node_on_skiff_runs_the_seed_demos_and_leaves_nothing() {
         "tty-42",
         "-> attached-42",
         "Liveness probe failed",
+        "nginx: CPU ",
         "sandbox: gone; network namespace: gone; IP: released; cgroups: gone",
         "Every step answered as expected.",
     ] {

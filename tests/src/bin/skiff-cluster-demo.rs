@@ -89,6 +89,7 @@ impl Demo {
         self.services()?;
         self.logs_exec_attach_port_forward()?;
         self.liveness()?;
+        self.resource_metrics()?;
         self.delete_nginx()?;
         Ok(())
     }
@@ -313,6 +314,44 @@ impl Demo {
         saw(format!(
             "restartCount {restarts} after {:.0} s",
             begin.elapsed().as_secs_f64()
+        ));
+        Ok(())
+    }
+
+    /// The kubelet's resource metrics, the numbers `kubectl top` shows (through metrics-server):
+    /// the kubelet reads them from skiffd's container stats and the pods' cgroups.
+    fn resource_metrics(&self) -> Result<()> {
+        let c = &self.cluster;
+        let node = c.var("NODE_NAME")?;
+        let path = format!("/api/v1/nodes/{node}/proxy/metrics/resource");
+        step(&format!(
+            "kubectl get --raw {path}  (what kubectl top reads)"
+        ));
+        let (cpu, memory) = retry(Duration::from_secs(60), || {
+            let text = c.kubectl(&["get", "--raw", &path])?;
+            let sample = |metric: &str| -> Option<f64> {
+                let prefix =
+                    format!("{metric}{{container=\"nginx\",namespace=\"default\",pod=\"nginx\"}} ");
+                let line = text.lines().find(|l| l.starts_with(&prefix))?;
+                line[prefix.len()..].split_whitespace().next()?.parse().ok()
+            };
+            let cpu = sample("container_cpu_usage_seconds_total").context("no CPU sample yet")?;
+            let memory =
+                sample("container_memory_working_set_bytes").context("no memory sample yet")?;
+            ensure!(
+                cpu > 0.0 && memory > 0.0,
+                "empty samples: cpu {cpu}, memory {memory}"
+            );
+            ensure!(
+                text.contains("resource_scrape_error 0"),
+                "scrape errors:\n{text}"
+            );
+            Ok((cpu, memory))
+        })?;
+        saw(format!(
+            "nginx: CPU {:.3} s used, working set {:.1} MiB",
+            cpu,
+            memory / 1048576.0
         ));
         Ok(())
     }
