@@ -9,6 +9,7 @@ mod cni;
 pub mod config;
 mod container;
 mod error;
+mod events;
 mod failpoint;
 mod image_service;
 mod instrument;

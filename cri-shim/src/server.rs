@@ -168,7 +168,9 @@ pub async fn run(config: Config) -> anyhow::Result<()> {
     .await
     .context("starting the streaming server")?;
     let runtime = Runtime::new(config.clone(), Arc::new(state), store, helpers, cni)
-        .with_streaming(streaming);
+        .with_streaming(streaming)
+        .with_exit_watch()
+        .context("starting the exit watcher")?;
 
     let listener = bind_socket(&config.socket)?;
     tracing::info!(socket = %config.socket.display(), version = env!("CARGO_PKG_VERSION"), "skiffd serving CRI v1");

@@ -12,7 +12,6 @@ impl Runtime {
         request: cri::ContainerStatusRequest,
     ) -> Result<cri::ContainerStatusResponse, CriError> {
         let record = self.existing_container(&request.container_id).await?;
-        let config = record.config();
         let mut info = HashMap::new();
         if request.verbose {
             let verbose = serde_json::json!({
@@ -23,34 +22,62 @@ impl Runtime {
             info.insert("info".to_string(), verbose.to_string());
         }
         Ok(cri::ContainerStatusResponse {
-            status: Some(cri::ContainerStatus {
-                id: record.id.clone(),
-                metadata: config.metadata.clone(),
-                state: cri_state(&record) as i32,
-                created_at: record.created_at,
-                started_at: record.started_at,
-                finished_at: record.finished_at,
-                exit_code: record.exit_code,
-                image: Some(cri::ImageSpec {
-                    image: record.image_ref.clone(),
-                    ..Default::default()
-                }),
-                image_ref: self.image_ref(&record),
-                image_id: record.image_id.clone(),
-                reason: record.reason.clone(),
-                message: record.message.clone(),
-                labels: config.labels.clone(),
-                annotations: config.annotations.clone(),
-                mounts: config.mounts.clone(),
-                log_path: record
-                    .log_path
-                    .as_ref()
-                    .map(|p| p.display().to_string())
-                    .unwrap_or_default(),
-                ..Default::default()
-            }),
+            status: Some(self.container_status_of(&record)),
             info,
         })
+    }
+
+    /// The status of every container of a sandbox, each folded with its exit on disk.
+    pub(super) async fn container_statuses_of(
+        &self,
+        sandbox_id: &str,
+    ) -> Vec<cri::ContainerStatus> {
+        let ids: Vec<String> = match self.state.containers() {
+            Ok(all) => all
+                .into_iter()
+                .filter(|c| c.sandbox_id == sandbox_id)
+                .map(|c| c.id)
+                .collect(),
+            Err(_) => return Vec::new(),
+        };
+        let mut statuses = Vec::with_capacity(ids.len());
+        for id in ids {
+            if let Ok(Some(record)) = self.refreshed_container(&id).await {
+                statuses.push(self.container_status_of(&record));
+            }
+        }
+        statuses
+    }
+
+    /// The CRI status of a container record.
+    pub(super) fn container_status_of(&self, record: &ContainerRecord) -> cri::ContainerStatus {
+        let config = record.config();
+        cri::ContainerStatus {
+            id: record.id.clone(),
+            metadata: config.metadata.clone(),
+            state: cri_state(record) as i32,
+            created_at: record.created_at,
+            started_at: record.started_at,
+            finished_at: record.finished_at,
+            exit_code: record.exit_code,
+            image: Some(cri::ImageSpec {
+                image: record.image_ref.clone(),
+                ..Default::default()
+            }),
+            image_ref: self.image_ref(record),
+            image_id: record.image_id.clone(),
+            reason: record.reason.clone(),
+            message: record.message.clone(),
+            labels: config.labels.clone(),
+            annotations: config.annotations.clone(),
+            mounts: config.mounts.clone(),
+            log_path: record
+                .log_path
+                .as_ref()
+                .map(|p| p.display().to_string())
+                .unwrap_or_default(),
+            ..Default::default()
+        }
     }
 
     /// The image reference the CRI reports: a repo digest when the image has one, else its ID.

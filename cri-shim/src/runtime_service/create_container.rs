@@ -117,6 +117,11 @@ impl Runtime {
                 record.pid = pid;
                 record.state = ContainerState::Created;
                 self.state.save_container(record.clone()).await?;
+                self.publish(
+                    &id,
+                    &record.sandbox_id,
+                    cri::ContainerEventType::ContainerCreatedEvent,
+                );
                 Ok(cri::CreateContainerResponse { container_id: id })
             }
             Err(e) => {

@@ -7,6 +7,7 @@ mod container_status;
 mod create_container;
 mod exec;
 mod exec_sync;
+mod get_container_events;
 mod list_containers;
 mod list_pod_sandbox;
 mod pod_sandbox_stats;
@@ -31,6 +32,7 @@ use crate::container::cgroups::Cgroups;
 use crate::container::oci::Helpers;
 use crate::container::refresh;
 use crate::error::CriError;
+use crate::events::{Events, ExitWatch};
 use crate::instrument::rpc;
 use crate::sandbox::by_prefix;
 use crate::state::{ContainerRecord, ContainerState, SandboxRecord, StateStore};
@@ -58,6 +60,10 @@ pub struct Runtime {
     locks: Arc<KeyedLocks>,
     /// Where Exec and PortForward send their clients; `None` until started.
     streaming: Option<StreamingServer>,
+    /// Lifecycle events for GetContainerEvents.
+    events: Events,
+    /// Publishes container exits as they happen; `None` until started.
+    exits: Option<Arc<ExitWatch>>,
 }
 
 impl Runtime {
@@ -80,7 +86,42 @@ impl Runtime {
             cpu_samples: Arc::default(),
             locks: Arc::new(KeyedLocks::default()),
             streaming: None,
+            events: Events::default(),
+            exits: None,
         }
+    }
+
+    /// The runtime with its exit watcher, watching every container that runs now.
+    pub fn with_exit_watch(mut self) -> Result<Self, crate::events::WatchError> {
+        let exits = ExitWatch::start(self.events.clone())?;
+        for record in self.state.containers().unwrap_or_default() {
+            if record.state == ContainerState::Running {
+                exits.watch(&record.bundle, &record.id, &record.sandbox_id);
+            }
+        }
+        self.exits = Some(exits);
+        Ok(self)
+    }
+
+    /// Publishes a lifecycle event with the sandbox's status as it is now (a no-op while no
+    /// client watches).
+    fn publish(&self, id: &str, sandbox_id: &str, kind: cri::ContainerEventType) {
+        if !self.events.watched() {
+            return;
+        }
+        let sandbox = self
+            .state
+            .sandbox(sandbox_id)
+            .ok()
+            .flatten()
+            .map(|record| Box::new(self.sandbox_status_of(&record)));
+        self.events.send(crate::events::Event {
+            id: id.to_string(),
+            sandbox_id: sandbox_id.to_string(),
+            kind,
+            at: crate::sandbox::now_nanos(),
+            sandbox,
+        });
     }
 
     /// The runtime with its streaming server.
@@ -560,7 +601,11 @@ impl RuntimeService for Runtime {
         &self,
         _request: Request<cri::GetEventsRequest>,
     ) -> Result<Response<Self::GetContainerEventsStream>, Status> {
-        not_yet("GetContainerEvents").await
+        let events = self.container_events();
+        rpc("GetContainerEvents", async move {
+            Ok::<Self::GetContainerEventsStream, CriError>(Box::pin(events))
+        })
+        .await
     }
 
     async fn list_metric_descriptors(

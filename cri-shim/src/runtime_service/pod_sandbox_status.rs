@@ -2,6 +2,7 @@
 
 use super::Runtime;
 use crate::error::CriError;
+use crate::sandbox::now_nanos;
 use crate::state::{SandboxRecord, SandboxState};
 use skiff_proto::runtime::v1 as cri;
 use std::collections::HashMap;
@@ -17,22 +18,6 @@ impl Runtime {
                 request.pod_sandbox_id
             ))
         })?;
-        let config = sandbox.config();
-        let namespace_options = config
-            .linux
-            .as_ref()
-            .and_then(|l| l.security_context.as_ref())
-            .and_then(|s| s.namespace_options.clone());
-        let network = sandbox
-            .ips
-            .split_first()
-            .map(|(ip, rest)| cri::PodSandboxNetworkStatus {
-                ip: ip.clone(),
-                additional_ips: rest
-                    .iter()
-                    .map(|ip| cri::PodIp { ip: ip.clone() })
-                    .collect(),
-            });
         let mut info = HashMap::new();
         if request.verbose {
             // Verbose status re-checks the network against the cached ADD result (CNI CHECK).
@@ -54,25 +39,55 @@ impl Runtime {
             });
             info.insert("info".to_string(), verbose.to_string());
         }
+        // A kubelet with the evented PLEG (it keeps an event stream open) takes the pod's
+        // container statuses from here, stamped with when they were read; others skip the cost.
+        let (containers_statuses, timestamp) = if self.events.watched() {
+            let timestamp = now_nanos();
+            (self.container_statuses_of(&sandbox.id).await, timestamp)
+        } else {
+            (Vec::new(), 0)
+        };
         Ok(cri::PodSandboxStatusResponse {
-            status: Some(cri::PodSandboxStatus {
-                id: sandbox.id.clone(),
-                metadata: config.metadata.clone(),
-                state: cri_state(&sandbox) as i32,
-                created_at: sandbox.created_at,
-                network,
-                linux: Some(cri::LinuxPodSandboxStatus {
-                    namespaces: Some(cri::Namespace {
-                        options: namespace_options,
-                    }),
-                }),
-                labels: config.labels.clone(),
-                annotations: config.annotations.clone(),
-                runtime_handler: sandbox.runtime_handler.clone(),
-            }),
+            status: Some(self.sandbox_status_of(&sandbox)),
             info,
-            ..Default::default()
+            containers_statuses,
+            timestamp,
         })
+    }
+
+    /// The CRI status of a sandbox record.
+    pub(super) fn sandbox_status_of(&self, sandbox: &SandboxRecord) -> cri::PodSandboxStatus {
+        let config = sandbox.config();
+        let namespace_options = config
+            .linux
+            .as_ref()
+            .and_then(|l| l.security_context.as_ref())
+            .and_then(|s| s.namespace_options.clone());
+        let network = sandbox
+            .ips
+            .split_first()
+            .map(|(ip, rest)| cri::PodSandboxNetworkStatus {
+                ip: ip.clone(),
+                additional_ips: rest
+                    .iter()
+                    .map(|ip| cri::PodIp { ip: ip.clone() })
+                    .collect(),
+            });
+        cri::PodSandboxStatus {
+            id: sandbox.id.clone(),
+            metadata: config.metadata,
+            state: cri_state(sandbox) as i32,
+            created_at: sandbox.created_at,
+            network,
+            linux: Some(cri::LinuxPodSandboxStatus {
+                namespaces: Some(cri::Namespace {
+                    options: namespace_options,
+                }),
+            }),
+            labels: config.labels,
+            annotations: config.annotations,
+            runtime_handler: sandbox.runtime_handler.clone(),
+        }
     }
 }
 

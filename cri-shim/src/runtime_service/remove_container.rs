@@ -32,6 +32,11 @@ impl Runtime {
             .map_err(|e| CriError::Internal(e.to_string()))?;
         self.destroy_container(&record).await;
         self.state.forget_container(id.to_string()).await?;
+        self.publish(
+            id,
+            &record.sandbox_id,
+            cri::ContainerEventType::ContainerDeletedEvent,
+        );
         self.cpu_samples
             .lock()
             .unwrap_or_else(|p| p.into_inner())

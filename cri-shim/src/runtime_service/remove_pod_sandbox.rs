@@ -33,6 +33,12 @@ impl Runtime {
         })
         .await
         .map_err(CriError::task)??;
+        // Published while the record still exists: the event carries the sandbox's status.
+        self.publish(
+            &sandbox.id,
+            &sandbox.id,
+            cri::ContainerEventType::ContainerDeletedEvent,
+        );
         self.state.forget_sandbox(sandbox.id.clone()).await?;
         Ok(cri::RemovePodSandboxResponse {})
     }

@@ -175,6 +175,7 @@ impl Runtime {
         }
         record.state = SandboxState::Ready;
         self.state.save_sandbox(record.clone()).await?;
+        self.publish(&id, &id, cri::ContainerEventType::ContainerStartedEvent);
         Ok(cri::RunPodSandboxResponse { pod_sandbox_id: id })
     }
 }

@@ -34,6 +34,15 @@ impl Runtime {
         record.state = ContainerState::Running;
         record.started_at = started_at;
         self.state.save_container(record.clone()).await?;
+        self.publish(
+            &record.id,
+            &record.sandbox_id,
+            cri::ContainerEventType::ContainerStartedEvent,
+        );
+        // Its exit becomes a CONTAINER_STOPPED event.
+        if let Some(exits) = &self.exits {
+            exits.watch(&record.bundle, &record.id, &record.sandbox_id);
+        }
         Ok(cri::StartContainerResponse {})
     }
 }

@@ -17,6 +17,11 @@ impl Runtime {
         };
         let _guard = self.locks.lock(&sandbox.id).await;
         self.stop_sandbox_locked(&sandbox.id).await?;
+        self.publish(
+            &sandbox.id,
+            &sandbox.id,
+            cri::ContainerEventType::ContainerStoppedEvent,
+        );
         Ok(cri::StopPodSandboxResponse {})
     }
 
