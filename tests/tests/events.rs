@@ -91,6 +91,35 @@ async fn every_lifecycle_change_is_an_event_with_the_pods_status() {
     assert_eq!(pod_status.containers_statuses.len(), 1);
     assert_eq!(pod_status.containers_statuses[0].exit_code, 3);
 
+    // The kubelet restarts it as attempt 1; it reads the first status of a name as the latest
+    // attempt, so the statuses come newest first.
+    let mut again = container_config("brief", &node.image, &["sleep", "60"]);
+    again.metadata.as_mut().unwrap().attempt = 1;
+    let second = start_container(&node.daemon, &pod_id, &pod, again)
+        .await
+        .unwrap();
+    for expected in [Kind::ContainerCreatedEvent, Kind::ContainerStartedEvent] {
+        let event = next(&mut events).await;
+        assert_eq!(
+            (event.container_id.as_str(), kind(&event)),
+            (second.as_str(), expected)
+        );
+    }
+    let pod_status = client
+        .pod_sandbox_status(cri::PodSandboxStatusRequest {
+            pod_sandbox_id: pod_id.clone(),
+            verbose: false,
+        })
+        .await
+        .unwrap()
+        .into_inner();
+    let order: Vec<&str> = pod_status
+        .containers_statuses
+        .iter()
+        .map(|c| c.id.as_str())
+        .collect();
+    assert_eq!(order, [second.as_str(), id.as_str()]);
+
     client
         .remove_container(cri::RemoveContainerRequest {
             container_id: id.clone(),
@@ -102,11 +131,19 @@ async fn every_lifecycle_change_is_an_event_with_the_pods_status() {
         (deleted.container_id.as_str(), kind(&deleted)),
         (id.as_str(), Kind::ContainerDeletedEvent)
     );
-    assert!(deleted.containers_statuses.is_empty());
+    let left: Vec<&str> = deleted
+        .containers_statuses
+        .iter()
+        .map(|c| c.id.as_str())
+        .collect();
+    assert_eq!(left, [second.as_str()]);
 
     remove_pod(&node.daemon, &pod_id).await.unwrap();
-    let mut last = Vec::new();
-    while last.last().map(kind) != Some(Kind::ContainerDeletedEvent) {
+    let mut last: Vec<cri::ContainerEventResponse> = Vec::new();
+    // The second container's stop and removal come first, then the sandbox's.
+    while last.last().is_none_or(|e| {
+        (e.container_id.as_str(), kind(e)) != (pod_id.as_str(), Kind::ContainerDeletedEvent)
+    }) {
         last.push(next(&mut events).await);
     }
     let deleted = last.last().unwrap();

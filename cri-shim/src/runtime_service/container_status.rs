@@ -27,7 +27,9 @@ impl Runtime {
         })
     }
 
-    /// The status of every container of a sandbox, each folded with its exit on disk.
+    /// The status of every container of a sandbox, each folded with its exit on disk, newest
+    /// first: a kubelet with the evented PLEG takes them from PodSandboxStatus in this order and
+    /// reads the first of a name as that container's latest attempt.
     pub(super) async fn container_statuses_of(
         &self,
         sandbox_id: &str,
@@ -46,6 +48,7 @@ impl Runtime {
                 statuses.push(self.container_status_of(&record));
             }
         }
+        statuses.sort_by_key(|s| std::cmp::Reverse(s.created_at));
         statuses
     }
 
