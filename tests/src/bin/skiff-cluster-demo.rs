@@ -389,16 +389,45 @@ impl Demo {
         ensure!(!cgroups.is_empty(), "no cgroup for pod {uid}");
 
         step("kubectl delete pod nginx");
+        let begin = Instant::now();
         c.kubectl(&["delete", "pod", "nginx", "--wait=true", "--timeout=60s"])?;
-        retry(Duration::from_secs(30), || {
-            let left = c.crictl(&["pods", "-q", "--name", "^nginx$"])?;
-            ensure!(left.trim().is_empty(), "sandbox still listed");
-            ensure!(!netns.exists(), "netns pin still there");
-            ensure!(!ipam.exists(), "IP still reserved");
-            let cgroups = pod_cgroups(c.var("CGROUP_ROOT")?, &uid);
-            ensure!(cgroups.is_empty(), "cgroups left: {cgroups:?}");
-            Ok(())
-        })?;
+        // Each part goes at its own step: the IP when the kubelet stops the sandbox (CNI DEL),
+        // the cgroups when it has cleaned up the pod, and the sandbox with its namespaces when
+        // its garbage collection (once a minute) removes the dead sandbox.
+        let cgroup_root = c.var("CGROUP_ROOT")?;
+        let mut gone: [Option<f64>; 4] = [None; 4];
+        let deadline = begin + Duration::from_secs(100);
+        while gone.iter().any(Option::is_none) && Instant::now() < deadline {
+            let now = begin.elapsed().as_secs_f64();
+            let listed = !c
+                .crictl(&["pods", "-q", "--name", "^nginx$"])?
+                .trim()
+                .is_empty();
+            let present = [
+                ipam.exists(),
+                !pod_cgroups(cgroup_root, &uid).is_empty(),
+                netns.exists(),
+                listed,
+            ];
+            for (when, here) in gone.iter_mut().zip(present) {
+                if when.is_none() && !here {
+                    *when = Some(now);
+                }
+            }
+            std::thread::sleep(Duration::from_millis(250));
+        }
+        let names = [
+            "IP released",
+            "cgroups gone",
+            "network namespace gone",
+            "sandbox removed (the kubelet's garbage collection)",
+        ];
+        for (name, when) in names.iter().zip(gone) {
+            match when {
+                Some(t) => saw(format!("{name} after {t:.1} s")),
+                None => bail!("{name}: not within 100 s of the delete"),
+            }
+        }
         saw("sandbox: gone; network namespace: gone; IP: released; cgroups: gone");
         Ok(())
     }
