@@ -416,6 +416,13 @@ async fn bad_requests_get_the_right_codes_and_leave_nothing() {
         None
     );
     remove(&daemon, "never/pulled:1").await.unwrap();
+    // An image ID that names nothing is not found either, with or without its `sha256:`
+    // (critest removes `0` × 64 to check idempotence).
+    let unknown_id = "0".repeat(64);
+    for id in [unknown_id.clone(), format!("sha256:{unknown_id}")] {
+        assert_eq!(status(&daemon, &id).await.unwrap(), None, "{id}");
+        remove(&daemon, &id).await.unwrap();
+    }
     assert!(list_all_images(&daemon).await.unwrap().is_empty());
 }
 

@@ -134,7 +134,10 @@ impl ImageStore {
             if let (Some(found), None) = (matches.next(), matches.next()) {
                 return Ok(Some(found.clone()));
             }
-            if reference.starts_with("sha256:") {
+            // A full ID names no image when it matches none: it cannot be a name either (a bare
+            // 64-hex name is refused), and clients such as critest check that RemoveImage of
+            // an unknown ID succeeds. A shorter prefix may still be a name.
+            if reference.starts_with("sha256:") || hex.len() == 64 {
                 return Ok(None);
             }
         }
