@@ -6,9 +6,10 @@ use tonic::Code;
 
 /// An error building a container's OCI spec.
 ///
-/// Every variant is the caller's (or the image's) fault: [`SpecError::code`] says whether it is
-/// INVALID_ARGUMENT (the request is wrong) or FAILED_PRECONDITION (the request is fine, but the
-/// image or the host lacks what it names).
+/// Every variant but one is the caller's (or the image's) fault: [`SpecError::code`] says
+/// whether it is INVALID_ARGUMENT (the request is wrong) or FAILED_PRECONDITION (the request is
+/// fine, but the image or the host lacks what it names). [`SpecError::Unsupported`] is skiff's
+/// own limit: UNIMPLEMENTED.
 #[derive(Debug, thiserror::Error)]
 pub enum SpecError {
     /// Neither the request (command/args) nor the image (Entrypoint/Cmd) names a program.
@@ -75,8 +76,10 @@ impl SpecError {
             | SpecError::UnknownGroup(_)
             | SpecError::RootfsFile { .. }
             | SpecError::HostPath { .. }
-            | SpecError::HostPathUnsuitable { .. }
-            | SpecError::Unsupported(_) => Code::FailedPrecondition,
+            | SpecError::HostPathUnsuitable { .. } => Code::FailedPrecondition,
+            // How a client tells a missing feature from a bad request: critest skips its image
+            // volume specs on UNIMPLEMENTED, and fails them on anything else.
+            SpecError::Unsupported(_) => Code::Unimplemented,
         }
     }
 

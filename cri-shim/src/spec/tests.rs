@@ -846,6 +846,24 @@ fn missing_host_path_and_relative_container_path_are_errors() {
     assert_eq!(f.build().unwrap_err().code(), Code::InvalidArgument);
 }
 
+#[test]
+fn image_volumes_are_refused_as_unimplemented() {
+    let mut f = Fixture::new();
+    f.config.mounts = vec![cri::Mount {
+        container_path: "/mnt/image".into(),
+        image: Some(cri::ImageSpec {
+            image: "busybox:latest".into(),
+            ..Default::default()
+        }),
+        readonly: true,
+        ..Default::default()
+    }];
+    let err = f.build().unwrap_err();
+    assert!(matches!(err, SpecError::Unsupported(_)), "{err}");
+    // A missing feature, not a bad request: critest skips image volume specs on this code.
+    assert_eq!(err.code(), Code::Unimplemented);
+}
+
 // ---- devices ----
 
 #[test]
