@@ -13,8 +13,13 @@
 # monitors, containers, mounts, network namespaces, bridges, NAT rules and files.
 # Results go to target/bench/ (report.md is the whole report) and are printed at the end.
 #
+# Then one real kubelet drives skiffd and containerd in turn on a one-node cluster
+# (scripts/cluster.sh with its own directories, ports and names; the Kubernetes programs from
+# scripts/gotools.sh): pods from `kubectl apply` to Ready, one and KUBELET_BATCH at once.
+#
 # Knobs (environment): ITERATIONS (20), EXEC_ITERATIONS (20), MEMORY_PODS (30),
-# CONCURRENT (10,50,100), ROUNDS (1), CNI_PODS (20), SKIP (e.g. memory,concurrent), KEEP_WORK=1,
+# CONCURRENT (10,50,100), ROUNDS (1), CNI_PODS (20), KUBELET_ROUNDS (3), KUBELET_SINGLES (5),
+# KUBELET_BATCH (30), SKIP (e.g. memory,concurrent,kubelet), KEEP_WORK=1,
 # SKIP_BUILD=1 (use the release binaries already in target/release), TRACE=0 (no chain trace).
 set -euo pipefail
 
@@ -25,6 +30,10 @@ CONCURRENT=${CONCURRENT:-10,50,100}
 ROUNDS=${ROUNDS:-1}
 CNI_PODS=${CNI_PODS:-20}
 SKIP=${SKIP:-}
+KUBELET_ROUNDS=${KUBELET_ROUNDS:-3}
+KUBELET_SINGLES=${KUBELET_SINGLES:-5}
+KUBELET_BATCH=${KUBELET_BATCH:-30}
+skipped() { [[ ",$SKIP," == *",$1,"* ]]; }
 
 repo=$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)
 cd "$repo"
@@ -106,6 +115,9 @@ teardown() {
   local status=$?
   set +e
   log "tearing down"
+  if [ -n "${cluster_up:-}" ]; then
+    "$repo/scripts/cluster.sh" down >/dev/null 2>&1 || log "cluster.sh down failed"
+  fi
   # skiffd, then whatever containers a failed run left: the runtime kills them, their monitors
   # then exit.
   stop_pid "$skiffd_pid"
@@ -342,7 +354,8 @@ mkdir -p "$results"
 } >"$results/machine.md"
 
 skip_args=()
-[ -n "$SKIP" ] && skip_args=(--skip "$SKIP")
+cri_skip=$(tr ',' '\n' <<<"$SKIP" | grep -v '^kubelet$' | paste -sd, -)
+[ -n "$cri_skip" ] && skip_args=(--skip "$cri_skip")
 log "CRI: skiffd vs containerd"
 "$release/skiff-bench" cri \
   --skiff "$s/skiff.sock" --containerd "$c/containerd.sock" --image "$image" \
@@ -371,6 +384,36 @@ log "OCI: skiff-oci vs runc"
 
 log "CNI: skiff-bridge vs bridge + host-local"
 "$release/examples/bench" "$CNI_PODS" --masq >"$results/cni.txt"
+rm -f "$results/kubelet.md"
+if ! skipped kubelet; then
+  # A cluster of the benchmark's own, beside any `make cluster` but for kube-proxy's tables.
+  if nft list table ip kube-proxy >/dev/null 2>&1; then
+    log "kube-proxy's tables exist: another cluster runs here; skipping the kubelet run"
+  else
+    log "kubelet: building the Kubernetes programs if needed (scripts/gotools.sh)"
+    "$repo/scripts/gotools.sh" >/dev/null
+    free_port() { python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",0)); print(s.getsockname()[1])'; }
+    export SKIFF_CLUSTER_DIR=$work/cluster SKIFF_CLUSTER_RUN_DIR=$run/cluster SKIFF_BIN=$release
+    export SKIFF_NODE_NAME=bench-node SKIFF_NODE_LINK=bench-node0 SKIFF_NODE_IP=10.253.0.1
+    export SKIFF_POD_BRIDGE=bench-kpods0 SKIFF_CTR_BRIDGE=bench-kctr0 SKIFF_CGROUP_ROOT=skiff-bench-cluster
+    export SKIFF_CLUSTER_CIDR=10.246.0.0/16 SKIFF_SERVICE_CIDR=10.98.0.0/16
+    export SKIFF_API_SERVICE_IP=10.98.0.1 SKIFF_DNS_SERVICE_IP=10.98.0.10
+    for knob in ETCD_PORT ETCD_PEER_PORT API_PORT KUBELET_PORT KUBELET_HEALTHZ_PORT CM_PORT \
+      SCHEDULER_PORT PROXY_METRICS_PORT PROXY_HEALTHZ_PORT REGISTRY_PORT; do
+      export "SKIFF_$knob=$(free_port)"
+    done
+    log "kubelet: bringing up a one-node cluster"
+    cluster_up=1
+    "$repo/scripts/cluster.sh" up >"$work/cluster-up.log" 2>&1 ||
+      { log "cluster.sh up failed:"; tail -20 "$work/cluster-up.log" >&2; exit 1; }
+    log "kubelet: skiffd vs containerd under one kubelet"
+    "$release/skiff-bench" kubelet --env "$SKIFF_CLUSTER_DIR/cluster.env" \
+      --cluster-script "$repo/scripts/cluster.sh" --rounds "$KUBELET_ROUNDS" \
+      --singles "$KUBELET_SINGLES" --batch "$KUBELET_BATCH" --out "$results/kubelet.md" >/dev/null
+    "$repo/scripts/cluster.sh" down >/dev/null 2>&1
+    cluster_up=""
+  fi
+fi
 echo "- load average after: $(cut -d' ' -f1-3 /proc/loadavg)" >>"$results/machine.md"
 
 {
@@ -387,6 +430,11 @@ echo "- load average after: $(cut -d' ' -f1-3 /proc/loadavg)" >>"$results/machin
   echo '```'
   cat "$results/cni.txt"
   echo '```'
+  if [ -f "$results/kubelet.md" ]; then
+    echo
+    echo "## One kubelet v1.37 driving each runtime in turn (min / **median** / p90 / max)"
+    cat "$results/kubelet.md"
+  fi
   if [ -f "$results/chain.txt" ]; then
     echo
     echo "## Chain trace: the processes behind each RPC of the median pod"

@@ -7,6 +7,11 @@
 #   scripts/cluster.sh up      # bring the cluster up (or find it up); prints KUBECONFIG
 #   scripts/cluster.sh down    # remove every process, pod, interface, table, mount and file
 #   scripts/cluster.sh status  # which parts are running, and where their logs are
+#   scripts/cluster.sh runtime containerd|skiff [evented-pleg]
+#                              # the node's runtime: skiff, or containerd 1.6 + runc + the
+#                              # reference CNI plugins for comparison (the benchmark's peer);
+#                              # evented-pleg: the kubelet learns of changes from the runtime's
+#                              # event stream (its EventedPLEG feature, alpha) instead of relists
 #
 # The Kubernetes programs come from scripts/gotools.sh, skiff's from target/release (make
 # release). Everything the cluster makes lives under $CLUSTER_DIR and $RUN_DIR, on the
@@ -43,11 +48,15 @@ SCHEDULER_PORT=${SKIFF_SCHEDULER_PORT:-10259}
 PROXY_METRICS_PORT=${SKIFF_PROXY_METRICS_PORT:-10249}
 PROXY_HEALTHZ_PORT=${SKIFF_PROXY_HEALTHZ_PORT:-10256}
 REGISTRY_PORT=${SKIFF_REGISTRY_PORT:-5050}
+# The peer runtime's bridge, when containerd is the node's runtime.
+CTR_BRIDGE=${SKIFF_CTR_BRIDGE:-skiff-ctr0}
 
 PKI=$CLUSTER_DIR/pki
 LOGS=$CLUSTER_DIR/logs
 PIDS=$RUN_DIR/pids
 SOCKET=$RUN_DIR/skiff.sock
+CTR_DIR=$CLUSTER_DIR/containerd
+CTR_SOCKET=$RUN_DIR/containerd/containerd.sock
 KUBECONFIG_ADMIN=$CLUSTER_DIR/admin.kubeconfig
 # The order things start in; `down` stops them in reverse.
 COMPONENTS=(etcd kube-apiserver kube-controller-manager kube-scheduler registry skiffd kubelet kube-proxy)
@@ -214,6 +223,10 @@ prepare_host() {
   # The kubelet adds chains to the iptables tables (through iptables-nft); `down` deletes the
   # tables that were not there before, and only the kubelet's chains from those that were.
   [ -e "$RUN_DIR/nft-chains" ] || nft_chains >"$RUN_DIR/nft-chains"
+  # containerd (the benchmark's peer) and libcni keep files in these when they exist.
+  [ -e "$RUN_DIR/absent" ] || for dir in /var/lib/cni /run/containerd; do
+    [ -e "$dir" ] || echo "$dir"
+  done >"$RUN_DIR/absent"
   # A Service's reply from a pod on the same bridge must pass the host's NAT (conntrack) to be
   # un-DNATed, so bridged IPv4 traffic goes through the IP hooks: what every bridge CNI with
   # kube-proxy needs.
@@ -280,6 +293,10 @@ restore_host() {
     while IFS= read -r line; do
       [ -n "${line#*=}" ] && sysctl -qw "$line" 2>/dev/null || true
     done <"$RUN_DIR/sysctls"
+  fi
+  if [ -e "$RUN_DIR/absent" ]; then
+    local dir
+    while IFS= read -r dir; do [ -n "$dir" ] && rm -rf "$dir"; done <"$RUN_DIR/absent"
   fi
   ip link del "$NODE_LINK" 2>/dev/null || true
   ip link del "$POD_BRIDGE" 2>/dev/null || true
@@ -418,14 +435,16 @@ EOF
 }
 
 start_kubelet() {
+  local socket
+  socket=$(runtime_socket "$(current_runtime)")
   mkdir -p "$CLUSTER_DIR/kubelet" "$CLUSTER_DIR/pod-logs"
   cat >"$CLUSTER_DIR/kubelet.yaml" <<EOF
 apiVersion: kubelet.config.k8s.io/v1beta1
 kind: KubeletConfiguration
 # skiff is the node's container runtime: CRI over its unix socket, images from it too.
-containerRuntimeEndpoint: unix://$SOCKET
-imageServiceEndpoint: unix://$SOCKET
-# skiff writes cgroups itself through cgroupfs (it answers CGROUPFS in RuntimeConfig).
+containerRuntimeEndpoint: unix://$socket
+imageServiceEndpoint: unix://$socket
+# The runtime writes cgroups through cgroupfs (skiff answers CGROUPFS in RuntimeConfig).
 cgroupDriver: cgroupfs
 cgroupRoot: /$CGROUP_ROOT
 # This host has cgroup v1 (hybrid); Kubernetes 1.35+ refuses v1 unless told.
@@ -451,6 +470,9 @@ evictionHard: {memory.available: 100Mi, nodefs.available: 2%, imagefs.available:
 imageGCHighThresholdPercent: 100
 serializeImagePulls: false
 EOF
+  if [ -e "$RUN_DIR/evented-pleg" ]; then
+    printf 'featureGates: {EventedPLEG: true}\n' >>"$CLUSTER_DIR/kubelet.yaml"
+  fi
   start kubelet "$GOTOOLS_BIN/kubelet" --config "$CLUSTER_DIR/kubelet.yaml" \
     --kubeconfig "$CLUSTER_DIR/kubelet.kubeconfig" --root-dir "$CLUSTER_DIR/kubelet" \
     --cert-dir "$CLUSTER_DIR/kubelet/pki" --hostname-override "$NODE_NAME" --node-ip "$NODE_IP"
@@ -484,6 +506,151 @@ start_coredns() {
   sed -e "s/@DNS_SERVICE_IP@/$DNS_SERVICE_IP/" "$REPO/examples/cluster/coredns.yaml" |
     kubectl apply -f - >>"$LOGS/addons.log"
   wait_for CoreDNS 120 kubectl -n kube-system rollout status deployment/coredns --timeout 2s
+}
+
+# --- the node's runtime: skiff, or containerd for comparison --------------------------------
+
+current_runtime() { cat "$RUN_DIR/runtime" 2>/dev/null || echo skiff; }
+
+runtime_socket() {
+  case $1 in
+    skiff) echo "$SOCKET" ;;
+    containerd) echo "$CTR_SOCKET" ;;
+    *) die "unknown runtime $1 (skiff or containerd)" ;;
+  esac
+}
+
+# containerd as the benchmark's peer: Debian's containerd 1.6 with runc and the reference
+# bridge + host-local plugins, configured as skiffd is (cgroupfs, the same registry through
+# mirrors, the network config written from the node's pod CIDR by its conf_template).
+start_containerd() {
+  command -v containerd >/dev/null && command -v runc >/dev/null && [ -x /usr/lib/cni/bridge ] ||
+    die "containerd is not installed (apt-get install containerd runc containernetworking-plugins)"
+  mkdir -p "$CTR_DIR/net.d" "$CTR_DIR/cni-ipam" "$RUN_DIR/containerd"
+  local host
+  for host in docker.io registry.k8s.io; do
+    mkdir -p "$CTR_DIR/certs.d/$host"
+    cat >"$CTR_DIR/certs.d/$host/hosts.toml" <<EOF
+[host."http://127.0.0.1:$REGISTRY_PORT"]
+  capabilities = ["pull", "resolve"]
+EOF
+  done
+  cat >"$CTR_DIR/template.conflist" <<EOF
+{
+  "cniVersion": "1.0.0",
+  "name": "containerd-cluster",
+  "plugins": [
+    {
+      "type": "bridge", "bridge": "$CTR_BRIDGE", "isGateway": true, "ipMasq": true,
+      "hairpinMode": true,
+      "ipam": {
+        "type": "host-local", "ranges": [[{"subnet": "{{.PodCIDR}}"}]],
+        "routes": [{"dst": "0.0.0.0/0"}], "dataDir": "$CTR_DIR/cni-ipam"
+      }
+    },
+    {"type": "portmap", "capabilities": {"portMappings": true}}
+  ]
+}
+EOF
+  cat >"$CTR_DIR/config.toml" <<EOF
+version = 2
+root = "$CTR_DIR/root"
+state = "$RUN_DIR/containerd/state"
+disabled_plugins = ["io.containerd.snapshotter.v1.btrfs", "io.containerd.snapshotter.v1.zfs",
+  "io.containerd.snapshotter.v1.aufs", "io.containerd.snapshotter.v1.devmapper"]
+[grpc]
+  address = "$CTR_SOCKET"
+[ttrpc]
+  address = "$CTR_SOCKET.ttrpc"
+[plugins."io.containerd.internal.v1.opt"]
+  path = "$CTR_DIR/opt"
+[plugins."io.containerd.grpc.v1.cri"]
+  # busybox sleeping forever, from the cluster's registry (skiff needs no pause image).
+  sandbox_image = "docker.io/skiff/pause:busybox"
+  # CAP_SYS_RESOURCE is missing on this kind of host: runc cannot lower oom_score_adj.
+  restrict_oom_score_adj = true
+  stream_server_address = "127.0.0.1"
+  stream_server_port = "0"
+  [plugins."io.containerd.grpc.v1.cri".containerd]
+    snapshotter = "overlayfs"
+    default_runtime_name = "runc"
+    [plugins."io.containerd.grpc.v1.cri".containerd.runtimes.runc]
+      runtime_type = "io.containerd.runc.v2"
+      [plugins."io.containerd.grpc.v1.cri".containerd.runtimes.runc.options]
+        Root = "$RUN_DIR/containerd/runc"
+        SystemdCgroup = false
+  [plugins."io.containerd.grpc.v1.cri".cni]
+    bin_dir = "/usr/lib/cni"
+    conf_dir = "$CTR_DIR/net.d"
+    conf_template = "$CTR_DIR/template.conflist"
+    max_conf_num = 1
+  [plugins."io.containerd.grpc.v1.cri".registry]
+    config_path = "$CTR_DIR/certs.d"
+EOF
+  start containerd containerd --config "$CTR_DIR/config.toml"
+  wait_for containerd 30 cri_on "$CTR_SOCKET" version
+}
+
+cri_on() {
+  local socket=$1
+  shift
+  "$GOTOOLS_BIN/crictl" --runtime-endpoint "unix://$socket" --image-endpoint "unix://$socket" "$@"
+}
+
+# Removes containerd's pods, stops it and its shims, and its bridge (the kubelet is stopped).
+stop_containerd() {
+  if running containerd; then
+    cri_on "$CTR_SOCKET" rmp --force --all >/dev/null 2>&1 || say "removing containerd's pods failed"
+  fi
+  stop containerd
+  # Shims outlive containerd by design; theirs name our socket.
+  local proc
+  for proc in /proc/[0-9]*; do
+    tr '\0' ' ' <"$proc/cmdline" 2>/dev/null | grep -qF "$CTR_SOCKET" && kill -9 "${proc#/proc/}" 2>/dev/null
+  done
+  ip link del "$CTR_BRIDGE" 2>/dev/null || true
+}
+
+# The kubelet, stopped, comes back on the other runtime; the other runtime's pods are removed
+# first (the API server's pods are then created again on the new one), and its bridge, which
+# holds the same gateway address.
+switch_runtime() {
+  local to=$1 evented=${2:-} from was_evented=""
+  runtime_socket "$to" >/dev/null
+  [ -z "$evented" ] || [ "$evented" = evented-pleg ] || die "unknown option $evented (evented-pleg)"
+  from=$(current_runtime)
+  [ -e "$RUN_DIR/evented-pleg" ] && was_evented=evented-pleg
+  all_running || die "the cluster is not up (scripts/cluster.sh up)"
+  if [ "$from" = "$to" ] && [ "$was_evented" = "$evented" ]; then
+    say "the node's runtime is already $to${evented:+ with the evented PLEG}"
+    return
+  fi
+  say "switching the node's runtime from $from${was_evented:+ (evented PLEG)} to $to${evented:+ (evented PLEG)}"
+  stop kubelet
+  if [ "$from" = containerd ]; then
+    stop_containerd
+  else
+    crictl rmp --force --all >/dev/null 2>&1 || say "removing skiffd's pods failed"
+    ip link del "$POD_BRIDGE" 2>/dev/null || true
+  fi
+  [ "$to" = containerd ] && start_containerd
+  echo "$to" >"$RUN_DIR/runtime"
+  if [ -n "$evented" ]; then touch "$RUN_DIR/evented-pleg"; else rm -f "$RUN_DIR/evented-pleg"; fi
+  start_kubelet
+  wait_for "the node on $to" 60 node_runs_on "$to"
+  # CoreDNS comes back in a new sandbox of the new runtime.
+  wait_for "CoreDNS on $to" 120 runtime_has_ready_pod "$to" coredns
+  wait_for CoreDNS 120 kubectl -n kube-system rollout status deployment/coredns --timeout 2s
+}
+
+node_runs_on() {
+  local version
+  version=$(kubectl get node "$NODE_NAME" -o 'jsonpath={.status.nodeInfo.containerRuntimeVersion}')
+  [[ $version == "$1://"* ]]
+}
+
+runtime_has_ready_pod() {
+  [ -n "$(cri_on "$(runtime_socket "$1")" pods --name "$2" --state ready -q 2>/dev/null)" ]
 }
 
 # --- up, down, status -----------------------------------------------------------------------
@@ -542,6 +709,7 @@ down() {
   # Pods first, while the kubelet is stopped and skiffd still runs, so each gets its CNI DEL.
   stop kube-proxy
   stop kubelet
+  stop_containerd
   # After a crash skiffd may be gone while its pods run on: started again, it finds them in its
   # state directories, so they can be removed as usual.
   if ! running skiffd && [ -e "$CLUSTER_DIR/skiffd.toml" ] && [ -x "$SKIFF_BIN/skiffd" ]; then
@@ -570,7 +738,8 @@ down() {
 
 status() {
   local c
-  for c in "${COMPONENTS[@]}"; do
+  echo "  the node's runtime: $(current_runtime)$([ -e "$RUN_DIR/evented-pleg" ] && echo ', evented PLEG')"
+  for c in "${COMPONENTS[@]}" $(running containerd && echo containerd); do
     if running "$c"; then
       printf '  %-24s running (pid %s)  log: %s\n' "$c" "$(pid_of "$c")" "$LOGS/$c.log"
     else
@@ -584,5 +753,6 @@ case ${1:-} in
   up) up ;;
   down) down ;;
   status) status ;;
-  *) echo "usage: $0 up|down|status" >&2; exit 2 ;;
+  runtime) switch_runtime "${2:-}" "${3:-}" ;;
+  *) echo "usage: $0 up|down|status|runtime containerd|skiff" >&2; exit 2 ;;
 esac

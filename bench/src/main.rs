@@ -1,12 +1,14 @@
 //! skiff-bench: skiff side by side with containerd + runc, through the same client code.
 //!
 //! `cri` drives CRI runtimes over their unix sockets (one persistent connection each, like a
-//! kubelet) and measures them interleaved; `oci` compares runc-shaped runtimes on one bundle;
-//! `images` pushes the benchmark images to a registry. `scripts/bench.sh` sets everything up.
+//! kubelet) and measures them interleaved; `kubelet` has one real kubelet drive each in turn;
+//! `oci` compares runc-shaped runtimes on one bundle; `images` pushes the benchmark images to a
+//! registry. `scripts/bench.sh` sets everything up.
 
 mod chain;
 mod cri;
 mod images;
+mod kubelet;
 mod oci;
 mod procs;
 mod report;
@@ -31,6 +33,9 @@ struct Cli {
 enum Cmd {
     /// Measure CRI runtimes: pod latency, ExecSync, memory per pod, concurrent pods.
     Cri(CriArgs),
+    /// One kubelet drives skiffd, then containerd (a cluster from scripts/cluster.sh): pods from
+    /// `kubectl apply` to Ready, one and a batch, and the kubelet's startup SLI.
+    Kubelet(kubelet::KubeletArgs),
     /// Measure runc-shaped OCI runtimes: create+start+wait+delete of `true` on one bundle.
     Oci(OciArgs),
     /// Show the processes each RPC of one pod ran, from `cri --spans` and a perf trace.
@@ -126,6 +131,10 @@ fn main() -> Result<()> {
         Cmd::Cri(args) => {
             let runtime = tokio::runtime::Runtime::new()?;
             let table = runtime.block_on(run_cri(&args))?;
+            emit(&table, args.out.as_ref())
+        }
+        Cmd::Kubelet(args) => {
+            let table = kubelet::run(&args)?;
             emit(&table, args.out.as_ref())
         }
         Cmd::Oci(args) => {

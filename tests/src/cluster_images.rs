@@ -10,6 +10,8 @@
 //!   [`crate::busybox`]). It is also the walkthrough's client (wget, nslookup, nc): the seed's
 //!   alpine cannot be built from a Debian package.
 //! - `registry.k8s.io/coredns/coredns`: the CoreDNS binary built by `scripts/gotools.sh`.
+//! - `docker.io/skiff/pause:busybox`: busybox sleeping forever, containerd's sandbox image
+//!   when it is the node's runtime for comparison.
 //!
 //! Each image is tagged with its real version too (`nginx:1.22.1`, `busybox:1.35.0`,
 //! `coredns:v1.15.0`) and never with a version it is not.
@@ -58,6 +60,16 @@ pub fn push_cluster_images(registry: &str, coredns: &Path, work: &Path) -> Resul
         &version_tags(&busybox_version),
     )?);
 
+    // containerd's sandbox image, for `scripts/cluster.sh runtime containerd` (skiff needs
+    // none): anything that sleeps forever holds a pod's namespaces as the real pause does.
+    pushed.extend(publish(
+        &busybox_spec(Variant::Plain)?.cmd(&["sleep", "infinity"]),
+        work,
+        registry,
+        "docker.io/skiff/pause",
+        &["busybox".to_string()],
+    )?);
+
     let coredns_version = coredns_version(coredns)?;
     pushed.extend(publish(
         &coredns_spec(coredns)?,
@@ -80,8 +92,8 @@ fn version_tags(version: &str) -> Vec<String> {
 }
 
 /// Writes `spec` to a layout and pushes it as `repository:tag` for each tag. The repository is
-/// the public name without its registry host: both mirrored hosts share the local registry.
-fn publish(
+/// the public name without its registry host: every mirrored host shares the local registry.
+pub fn publish(
     spec: &ImageSpec,
     work: &Path,
     registry: &str,
@@ -145,6 +157,9 @@ pub fn nginx_spec(debs: &Path) -> Result<(ImageSpec, String)> {
     files.dir("/etc/nginx/modules-enabled", 0o755);
     files.dir("/var/lib/nginx", 0o755);
     files.dir("/run", 0o755);
+    // As in Debian (the official image's base): the official nginx writes /var/run/nginx.pid,
+    // which critest's HostPID spec waits for; Debian's nginx writes /run/nginx.pid.
+    files.symlink("/var/run", "/run");
     files.dir("/tmp", 0o1777);
     // Logs go to the container's output, where `kubectl logs` finds them.
     files.symlink("/var/log/nginx/access.log", "/dev/stdout");
@@ -204,7 +219,7 @@ fn busybox_version() -> Result<String> {
 
 /// Downloads `packages` (`apt-get download`, cached in `debs`) and unpacks them into
 /// `debs/root`, which is returned.
-fn unpack_debs(debs: &Path, packages: &[&str]) -> Result<PathBuf> {
+pub fn unpack_debs(debs: &Path, packages: &[&str]) -> Result<PathBuf> {
     fs::create_dir_all(debs)?;
     let missing: Vec<&str> = packages
         .iter()
@@ -231,7 +246,7 @@ fn unpack_debs(debs: &Path, packages: &[&str]) -> Result<PathBuf> {
 }
 
 /// The downloaded `.deb` of `package` (named `package_version_arch.deb`).
-fn find_deb(debs: &Path, package: &str) -> Option<PathBuf> {
+pub fn find_deb(debs: &Path, package: &str) -> Option<PathBuf> {
     let prefix = format!("{package}_");
     fs::read_dir(debs)
         .ok()?
@@ -246,7 +261,7 @@ fn find_deb(debs: &Path, package: &str) -> Option<PathBuf> {
 }
 
 /// The upstream version of a downloaded package: `1.22.1` of `1.22.1-9+deb12u12`.
-fn deb_version(debs: &Path, package: &str) -> Result<String> {
+pub fn deb_version(debs: &Path, package: &str) -> Result<String> {
     let deb = find_deb(debs, package).with_context(|| format!("{package}.deb"))?;
     let full = run(Command::new("dpkg-deb")
         .args(["-f"])
@@ -274,7 +289,7 @@ fn run(cmd: &mut Command) -> Result<String> {
 
 /// A root filesystem assembled path by path; parents are added as directories.
 #[derive(Default)]
-struct RootBuilder {
+pub struct RootBuilder {
     /// Path → entry, so a later entry replaces an earlier one and the tar is sorted.
     entries: std::collections::BTreeMap<String, Node>,
 }
@@ -296,29 +311,33 @@ impl RootBuilder {
         }
     }
 
-    fn add(&mut self, path: &str, content: Vec<u8>, mode: u32) {
+    /// A file with `content` at `path`.
+    pub fn add(&mut self, path: &str, content: Vec<u8>, mode: u32) {
         self.parents(path);
         self.entries
             .insert(path.to_string(), Node::File(content, mode));
     }
 
-    fn dir(&mut self, path: &str, mode: u32) {
+    /// A directory at `path`.
+    pub fn dir(&mut self, path: &str, mode: u32) {
         self.parents(path);
         self.entries.insert(path.to_string(), Node::Dir(mode));
     }
 
-    fn symlink(&mut self, path: &str, target: &str) {
+    /// A symbolic link at `path` to `target`.
+    pub fn symlink(&mut self, path: &str, target: &str) {
         self.parents(path);
         self.entries
             .insert(path.to_string(), Node::Symlink(target.to_string()));
     }
 
-    fn remove_prefix(&mut self, prefix: &str) {
+    /// Drops every path starting with `prefix`.
+    pub fn remove_prefix(&mut self, prefix: &str) {
         self.entries.retain(|path, _| !path.starts_with(prefix));
     }
 
     /// Debian 12's merged /usr: /bin, /sbin, /lib and /lib64 are links into /usr.
-    fn usrmerge_links(&mut self) {
+    pub fn usrmerge_links(&mut self) {
         for dir in ["bin", "sbin", "lib", "lib64"] {
             self.symlink(&format!("/{dir}"), &format!("usr/{dir}"));
         }
@@ -334,7 +353,8 @@ impl RootBuilder {
         path.to_string()
     }
 
-    fn host_file(&mut self, host: &Path, path: &str, mode: u32) -> Result<()> {
+    /// The host file `host` at `path`.
+    pub fn host_file(&mut self, host: &Path, path: &str, mode: u32) -> Result<()> {
         let content = fs::read(host).with_context(|| format!("reading {}", host.display()))?;
         self.add(path, content, mode);
         Ok(())
@@ -342,7 +362,7 @@ impl RootBuilder {
 
     /// Every shared library `binary` loads (as `ldd` resolves them on this host) and the
     /// dynamic loader, each at the path the loader looks it up by.
-    fn libraries_of(&mut self, binary: &Path) -> Result<()> {
+    pub fn libraries_of(&mut self, binary: &Path) -> Result<()> {
         let out = run(Command::new("ldd").arg(binary))?;
         let mut paths = BTreeSet::new();
         for line in out.lines() {
@@ -370,7 +390,7 @@ impl RootBuilder {
     }
 
     /// Everything under `root/sub`, at `/sub` in the image.
-    fn tree(&mut self, root: &Path, sub: &str) -> Result<()> {
+    pub fn tree(&mut self, root: &Path, sub: &str) -> Result<()> {
         let top = root.join(sub);
         let mut stack = vec![top];
         while let Some(dir) = stack.pop() {
@@ -398,7 +418,8 @@ impl RootBuilder {
         Ok(())
     }
 
-    fn into_layer(self) -> Layer {
+    /// One layer holding every path, in path order.
+    pub fn into_layer(self) -> Layer {
         let mut layer = Layer::new();
         for (path, node) in self.entries {
             layer = match node {
