@@ -114,6 +114,64 @@ async fn a_pod_shared_pid_namespace_shows_the_other_containers() {
     }
 }
 
+/// A container's init gets a small PID in a pod-shared PID namespace. The host's `/proc` may
+/// have no process of that PID (low PIDs are the host's kernel threads, with gaps) or an
+/// unrelated one; the container must start either way. On cgroup v1 hosts libcontainer's own
+/// `/sys/fs/cgroup` mount looked that PID up in the host's `/proc`, and the container failed
+/// with "failed to prepare rootfs" whenever the host lacked it (critest hit it now and then).
+#[tokio::test]
+async fn containers_start_whatever_pid_they_get_in_a_shared_pid_namespace() {
+    let Node {
+        registry: _registry,
+        daemon,
+        image,
+        logs,
+    } = Node::new().await.unwrap();
+    let shared = with_pid_mode(
+        pod_config("pid-numbers", "n", logs.path()),
+        cri::NamespaceMode::Pod,
+    );
+    let pod_id = run_pod(&daemon, &shared).await.unwrap();
+    let mut pids_missing_on_host = Vec::new();
+    for i in 0..60 {
+        let command = ["sh", "-c", "echo $$ > /tmp/pid; exec sleep 1000"];
+        let config = container_config(&format!("n{i}"), &image, &command);
+        let id = start_container(&daemon, &pod_id, &shared, config)
+            .await
+            .unwrap_or_else(|e| panic!("container {i} (after PIDs {pids_missing_on_host:?}): {e}"));
+        let reply = exec(&daemon, &id, &["cat", "/tmp/pid"], 10).await.unwrap();
+        let pid = String::from_utf8_lossy(&reply.stdout).trim().to_string();
+        if !std::path::Path::new("/proc").join(&pid).exists() {
+            pids_missing_on_host.push(pid);
+        }
+        let mut runtime = daemon.runtime().await.unwrap();
+        runtime
+            .remove_container(cri::RemoveContainerRequest { container_id: id })
+            .await
+            .unwrap();
+        if pids_missing_on_host.len() == 3 {
+            break;
+        }
+    }
+    assert!(
+        !pids_missing_on_host.is_empty(),
+        "this host has a process for every PID the pod's containers got: nothing was tested"
+    );
+
+    // The container still sees its own cgroup (cgroup v1 here, v2 elsewhere).
+    let config = container_config("reader", &image, &["sleep", "1000"]);
+    let id = start_container(&daemon, &pod_id, &shared, config)
+        .await
+        .unwrap();
+    let read_limit =
+        "cat /sys/fs/cgroup/memory/memory.limit_in_bytes || cat /sys/fs/cgroup/memory.max";
+    let reply = exec(&daemon, &id, &["sh", "-c", read_limit], 10)
+        .await
+        .unwrap();
+    assert_eq!(reply.exit_code, 0, "{reply:?}");
+    remove_pod(&daemon, &pod_id).await.unwrap();
+}
+
 #[tokio::test]
 async fn host_paths_mount_also_through_a_symlink() {
     let Node {

@@ -138,7 +138,7 @@ pub fn build_spec_on(inputs: &SpecInputs, host: &HostInfo) -> Result<Spec, SpecE
         .set_apparmor_profile(None)
         .set_selinux_label(None);
 
-    let mounts = mounts::plan(config, security, sandbox, host)?;
+    let mounts = mounts::plan(config, security, sandbox, &inputs.cgroups_path, host)?;
     let devices = devices::plan(config, security.privileged, host)?;
     let (masked, readonly) = mounts::masked_and_readonly(security);
 

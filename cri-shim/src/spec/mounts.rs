@@ -48,6 +48,7 @@ pub(super) fn plan(
     config: &cri::ContainerConfig,
     security: &cri::LinuxContainerSecurityContext,
     sandbox: &SandboxPaths,
+    cgroups_path: &str,
     host: &HostInfo,
 ) -> Result<MountPlan, SpecError> {
     let mut propagation: Option<&'static str> = None;
@@ -88,11 +89,19 @@ pub(super) fn plan(
     binds.sort_by_key(|m| m.destination().components().count());
     let bind_targets: HashSet<PathBuf> = binds.iter().map(|m| m.destination().clone()).collect();
     let dev_replaced = bind_targets.contains(Path::new("/dev"));
-    let mut mounts: Vec<Mount> = default_mounts(security.privileged)
-        .into_iter()
-        .filter(|m| !bind_targets.contains(m.destination()))
-        .filter(|m| !(dev_replaced && m.destination().starts_with("/dev")))
-        .collect();
+    let mut mounts: Vec<Mount> = Vec::new();
+    for mount in default_mounts(security.privileged) {
+        if bind_targets.contains(mount.destination())
+            || (dev_replaced && mount.destination().starts_with("/dev"))
+        {
+            continue;
+        }
+        if mount.typ().as_deref() == Some("cgroup") && !host.cgroup2_unified {
+            mounts.extend(cgroup_v1_mounts(cgroups_path, host, !security.privileged)?);
+        } else {
+            mounts.push(mount);
+        }
+    }
     mounts.extend(binds);
     Ok(MountPlan {
         mounts,
@@ -160,6 +169,102 @@ fn mount(destination: &str, typ: &str, source: &str, options: &[&str]) -> Mount 
         .set_source(Some(source.into()))
         .set_options(Some(options.iter().map(|o| o.to_string()).collect()));
     mount
+}
+
+/// The controllers the runtime's cgroup manager (libcgroups v1) puts every container in, each
+/// in a directory `<cgroups_path>` of its hierarchy.
+const MANAGED_CONTROLLERS: &[&str] = &[
+    "cpu",
+    "cpuacct",
+    "cpuset",
+    "devices",
+    "hugetlb",
+    "memory",
+    "pids",
+    "perf_event",
+    "blkio",
+    "net_prio",
+    "net_cls",
+    "freezer",
+];
+
+/// The container's view of its cgroups on a cgroup v1 host, as runc mounts it: a tmpfs at
+/// `/sys/fs/cgroup` and, for each controller hierarchy, a bind mount of the container's own
+/// cgroup there (under each controller's name too when several share a hierarchy, where runc
+/// makes symlinks).
+///
+/// Why not an OCI `cgroup` mount, which libcontainer (0.7) emulates the same way: to learn
+/// which prefix to strip from cgroup paths it reads `/proc/<pid>/cgroup` from the host's
+/// `/proc`, with the PID the container's init has in its own PID namespace. In a pod-shared PID
+/// namespace that PID names an unrelated host process, or none, and then the container fails
+/// to start with "failed to prepare rootfs" (critest's multi-container specs hit it).
+fn cgroup_v1_mounts(
+    cgroups_path: &str,
+    host: &HostInfo,
+    readonly: bool,
+) -> Result<Vec<Mount>, SpecError> {
+    let table = fs::read_to_string(&host.mountinfo)
+        .map_err(|e| SpecError::host_path(&host.mountinfo, e))?;
+    let root = Path::new("/sys/fs/cgroup");
+    let mut tmpfs = Mount::default();
+    tmpfs
+        .set_destination(root.into())
+        .set_typ(Some("tmpfs".to_string()))
+        .set_source(Some("tmpfs".into()))
+        .set_options(Some(
+            // Read-write even for read-only containers: the binds need their mount points.
+            ["rw", "nosuid", "noexec", "nodev", "mode=755"]
+                .map(String::from)
+                .to_vec(),
+        ));
+    let hierarchies = cgroup_v1_hierarchies(&table);
+    let mut mounts = vec![tmpfs];
+    let own = cgroups_path.trim_start_matches('/');
+    for (dir, controllers) in &hierarchies {
+        let source = root.join(dir).join(own);
+        // `cpu,cpuacct` is also reachable as `cpu` and `cpuacct`, unless those are
+        // hierarchies of their own.
+        let aliases = controllers
+            .iter()
+            .filter(|c| *c != dir && !hierarchies.iter().any(|(d, _)| d == *c));
+        for name in std::iter::once(dir).chain(aliases) {
+            mounts.push(bind(source.clone(), root.join(name), "rprivate", readonly));
+        }
+    }
+    Ok(mounts)
+}
+
+/// The cgroup v1 hierarchies mounted directly under `/sys/fs/cgroup` in a mountinfo `table`
+/// that hold a managed controller: each one's directory name and its controllers.
+fn cgroup_v1_hierarchies(table: &str) -> Vec<(String, Vec<String>)> {
+    let mut found = Vec::new();
+    for line in table.lines() {
+        let fields: Vec<&str> = line.split(' ').collect();
+        let Some(dash) = fields.iter().position(|f| *f == "-") else {
+            continue;
+        };
+        let (Some(point), Some(&"cgroup"), Some(options)) =
+            (fields.get(4), fields.get(dash + 1), fields.get(dash + 3))
+        else {
+            continue;
+        };
+        let Some(dir) = unescape_octal(point)
+            .strip_prefix("/sys/fs/cgroup/")
+            .filter(|d| !d.is_empty() && !d.contains('/'))
+            .map(str::to_string)
+        else {
+            continue;
+        };
+        let controllers: Vec<String> = options
+            .split(',')
+            .filter(|o| MANAGED_CONTROLLERS.contains(o))
+            .map(str::to_string)
+            .collect();
+        if !controllers.is_empty() && !found.iter().any(|(d, _)| *d == dir) {
+            found.push((dir, controllers));
+        }
+    }
+    found
 }
 
 fn bind(source: PathBuf, destination: PathBuf, propagation: &str, readonly: bool) -> Mount {
@@ -350,6 +455,28 @@ pub(super) fn masked_and_readonly(
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn cgroup_v1_hierarchies_are_the_managed_controllers_under_sys_fs_cgroup() {
+        let table = "\
+30 25 0:26 / /sys/fs/cgroup rw - tmpfs tmpfs ro,mode=755
+31 30 0:27 / /sys/fs/cgroup/unified rw - cgroup2 cgroup2 rw,nsdelegate
+32 30 0:28 / /sys/fs/cgroup/systemd rw - cgroup cgroup rw,xattr,name=systemd
+33 30 0:29 / /sys/fs/cgroup/cpu,cpuacct rw - cgroup cgroup rw,cpu,cpuacct
+34 30 0:30 / /sys/fs/cgroup/memory rw shared:9 - cgroup cgroup rw,memory
+35 1 0:30 / /elsewhere/memory rw - cgroup cgroup rw,memory
+";
+        assert_eq!(
+            cgroup_v1_hierarchies(table),
+            [
+                (
+                    "cpu,cpuacct".to_string(),
+                    vec!["cpu".to_string(), "cpuacct".to_string()]
+                ),
+                ("memory".to_string(), vec!["memory".to_string()]),
+            ]
+        );
+    }
 
     #[test]
     fn mountinfo_lookup_picks_the_deepest_visible_mount() {

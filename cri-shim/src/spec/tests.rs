@@ -740,6 +740,46 @@ fn standard_and_pod_mounts() {
 }
 
 #[test]
+fn cgroup_v1_hosts_bind_the_containers_own_cgroups() {
+    let mut f = Fixture::new();
+    f.set_mountinfo(
+        "27 1 254:0 / / rw,relatime - ext4 /dev/vda rw\n\
+         33 30 0:29 / /sys/fs/cgroup/cpu,cpuacct rw - cgroup cgroup rw,cpu,cpuacct\n\
+         34 30 0:30 / /sys/fs/cgroup/memory rw - cgroup cgroup rw,memory\n",
+    );
+    let spec = f.build().unwrap();
+    let mounts = spec.mounts().as_ref().unwrap();
+    // No `cgroup` mount: libcontainer's emulation of it fails in a pod-shared PID namespace.
+    assert!(mounts.iter().all(|m| m.typ().as_deref() != Some("cgroup")));
+    assert_eq!(
+        mount_at(&spec, "/sys/fs/cgroup").unwrap().typ().as_deref(),
+        Some("tmpfs")
+    );
+    for (destination, hierarchy) in [
+        ("/sys/fs/cgroup/cpu,cpuacct", "cpu,cpuacct"),
+        ("/sys/fs/cgroup/cpu", "cpu,cpuacct"),
+        ("/sys/fs/cgroup/cpuacct", "cpu,cpuacct"),
+        ("/sys/fs/cgroup/memory", "memory"),
+    ] {
+        let mount = mount_at(&spec, destination).unwrap();
+        let source = format!("/sys/fs/cgroup/{hierarchy}/skiff/p1/c1");
+        assert_eq!(mount.source().as_deref(), Some(Path::new(&source)));
+        assert_eq!(options(mount), strings(&["rbind", "rprivate", "ro"]));
+    }
+    // Privileged containers may change their cgroups.
+    f.make_privileged();
+    let spec = f.build().unwrap();
+    let memory = mount_at(&spec, "/sys/fs/cgroup/memory").unwrap();
+    assert_eq!(options(memory), strings(&["rbind", "rprivate", "rw"]));
+
+    // On a cgroup v2 host the kernel's own mount, in the container's cgroup namespace.
+    f.host.cgroup2_unified = true;
+    let spec = f.build().unwrap();
+    let cgroup = mount_at(&spec, "/sys/fs/cgroup").unwrap();
+    assert_eq!(cgroup.typ().as_deref(), Some("cgroup"));
+}
+
+#[test]
 fn shm_dir_and_host_ipc_replace_the_private_tmpfs() {
     let mut f = Fixture::new();
     f.sandbox.shm_dir = Some(f.dir.path().join("shm"));
