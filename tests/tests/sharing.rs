@@ -172,6 +172,61 @@ async fn containers_start_whatever_pid_they_get_in_a_shared_pid_namespace() {
     remove_pod(&daemon, &pod_id).await.unwrap();
 }
 
+/// In a pod-shared PID namespace a container's init dying leaves its children running (they
+/// become the pause process's). Removing the stopped container kills them, as runc does:
+/// its cgroups cannot be removed while they are there.
+#[tokio::test]
+async fn removing_a_container_kills_what_its_init_left_in_a_shared_pid_namespace() {
+    let Node {
+        registry: _registry,
+        daemon,
+        image,
+        logs,
+    } = Node::new().await.unwrap();
+    let shared = with_pid_mode(
+        pod_config("pid-orphans", "o", logs.path()),
+        cri::NamespaceMode::Pod,
+    );
+    let pod_id = run_pod(&daemon, &shared).await.unwrap();
+    let parent = ["sh", "-c", "sleep 4444 & exec sleep 1000"];
+    let id = start_container(
+        &daemon,
+        &pod_id,
+        &shared,
+        container_config("parent", &image, &parent),
+    )
+    .await
+    .unwrap();
+    let watcher = start_container(
+        &daemon,
+        &pod_id,
+        &shared,
+        container_config("watcher", &image, &["sleep", "1000"]),
+    )
+    .await
+    .unwrap();
+
+    let mut runtime = daemon.runtime().await.unwrap();
+    runtime
+        .stop_container(cri::StopContainerRequest {
+            container_id: id.clone(),
+            timeout: 1,
+        })
+        .await
+        .unwrap();
+    assert!(
+        ps(&daemon, &watcher).await.contains("sleep 4444"),
+        "the child outlives its container's init"
+    );
+    runtime
+        .remove_container(cri::RemoveContainerRequest { container_id: id })
+        .await
+        .unwrap();
+    let seen = ps(&daemon, &watcher).await;
+    assert!(!seen.contains("sleep 4444"), "{seen}");
+    remove_pod(&daemon, &pod_id).await.unwrap();
+}
+
 #[tokio::test]
 async fn host_paths_mount_also_through_a_symlink() {
     let Node {
