@@ -27,6 +27,8 @@ if [ "$profile" != demo ]; then
     openssl                                   # the cluster's certificates
     conntrack                                 # kube-proxy clears stale UDP flows with it
     libpcre2-8-0 libssl3 zlib1g libcrypt1     # the libraries of the nginx image's nginx
+    libapr1 libaprutil1                       # ... of critest's httpd image (Debian's Apache)
+    procps util-linux                         # pgrep and ipcs in critest's busybox image
   )
 fi
 

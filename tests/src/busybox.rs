@@ -94,12 +94,17 @@ pub fn busybox_spec(variant: Variant) -> Result<ImageSpec> {
 
 /// Applet names of the host busybox, except `busybox` itself.
 pub fn applets() -> Result<Vec<String>> {
-    let out = Command::new(HOST_BUSYBOX)
+    applets_of(Path::new(HOST_BUSYBOX))
+}
+
+/// Applet names of the busybox binary `busybox`, except `busybox` itself.
+pub fn applets_of(busybox: &Path) -> Result<Vec<String>> {
+    let out = Command::new(busybox)
         .arg("--list")
         .output()
-        .with_context(|| format!("running {HOST_BUSYBOX} --list"))?;
+        .with_context(|| format!("running {} --list", busybox.display()))?;
     if !out.status.success() {
-        bail!("{HOST_BUSYBOX} --list failed: {}", out.status);
+        bail!("{} --list failed: {}", busybox.display(), out.status);
     }
     let list = String::from_utf8(out.stdout)?;
     Ok(list

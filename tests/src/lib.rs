@@ -3,6 +3,7 @@
 pub mod busybox;
 pub mod cluster_images;
 pub mod cri;
+pub mod critest_images;
 pub mod daemon;
 pub mod flaky_proxy;
 pub mod kube;

@@ -1,10 +1,14 @@
 // Builds crictl and critest (scripts/gotools.sh), pinned here. critest is a Go test binary
-// (`go test -c`), so it is listed beside the tool rather than as one.
+// (`go test -c`), so it is listed beside the tools rather than as one. critest -parallel runs
+// the ginkgo CLI of the ginkgo it was built with, hence that tool too.
 module skiff.dev/gotools/cri-tools
 
 go 1.26.6
 
-tool sigs.k8s.io/cri-tools/cmd/crictl
+tool (
+	github.com/onsi/ginkgo/v2/ginkgo
+	sigs.k8s.io/cri-tools/cmd/crictl
+)
 
 require (
 	github.com/onsi/ginkgo/v2 v2.32.1
