@@ -99,11 +99,11 @@ async fn rpcs_not_built_yet_say_so_by_name() {
     assert_eq!(err.code(), Code::Unimplemented);
     assert!(err.message().contains("CheckpointContainer"), "{err}");
     let err = runtime
-        .update_runtime_config(cri::UpdateRuntimeConfigRequest::default())
+        .list_metric_descriptors(cri::ListMetricDescriptorsRequest::default())
         .await
         .unwrap_err();
     assert_eq!(err.code(), Code::Unimplemented);
-    assert!(err.message().contains("UpdateRuntimeConfig"), "{err}");
+    assert!(err.message().contains("ListMetricDescriptors"), "{err}");
 }
 
 #[tokio::test]
