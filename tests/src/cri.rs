@@ -115,9 +115,9 @@ pub async fn pull_image(daemon: &Skiffd, image: &str) -> Result<String, tonic::S
         .map(|r| r.into_inner().image_ref)
 }
 
-/// The pod's IP as PodSandboxStatus reports it; an error when it has none.
-pub async fn pod_ip(daemon: &Skiffd, pod_id: &str) -> Result<String> {
-    let status = daemon
+/// PodSandboxStatus, not verbose.
+pub async fn pod_status(daemon: &Skiffd, pod_id: &str) -> Result<cri::PodSandboxStatusResponse> {
+    Ok(daemon
         .runtime()
         .await?
         .pod_sandbox_status(cri::PodSandboxStatusRequest {
@@ -125,9 +125,14 @@ pub async fn pod_ip(daemon: &Skiffd, pod_id: &str) -> Result<String> {
             verbose: false,
         })
         .await?
-        .into_inner()
-        .status;
-    status
+        .into_inner())
+}
+
+/// The pod's IP as PodSandboxStatus reports it; an error when it has none.
+pub async fn pod_ip(daemon: &Skiffd, pod_id: &str) -> Result<String> {
+    pod_status(daemon, pod_id)
+        .await?
+        .status
         .and_then(|s| s.network)
         .map(|n| n.ip)
         .filter(|ip| !ip.is_empty())

@@ -63,7 +63,6 @@ async fn fifty_pods_with_containers_at_once_interleaved_with_removals() {
     assert_eq!(kept.len(), 25);
 
     // What a client lists is exactly the 25 kept pods, Ready, each with its running container.
-    let mut runtime = daemon.runtime().await.unwrap();
     let pods = list_all_pods(&daemon).await.unwrap();
     let listed: HashSet<&str> = pods.iter().map(|p| p.id.as_str()).collect();
     let wanted: HashSet<&str> = kept.iter().map(|(p, _)| p.as_str()).collect();
@@ -81,14 +80,7 @@ async fn fifty_pods_with_containers_at_once_interleaved_with_removals() {
     // Unique IPs, and one lease per kept pod: the removed pods gave theirs back.
     let mut ips = HashSet::new();
     for (pod_id, _) in &kept {
-        let status = runtime
-            .pod_sandbox_status(cri::PodSandboxStatusRequest {
-                pod_sandbox_id: pod_id.clone(),
-                verbose: false,
-            })
-            .await
-            .unwrap()
-            .into_inner();
+        let status = pod_status(&daemon, pod_id).await.unwrap();
         let ip = status.status.unwrap().network.unwrap().ip;
         assert!(ips.insert(ip.clone()), "duplicate IP {ip}");
     }

@@ -79,17 +79,10 @@ async fn every_lifecycle_change_is_an_event_with_the_pods_status() {
         .duration_since(std::time::UNIX_EPOCH)
         .unwrap()
         .as_nanos() as i64;
-    let pod_status = client
-        .pod_sandbox_status(cri::PodSandboxStatusRequest {
-            pod_sandbox_id: pod_id.clone(),
-            verbose: false,
-        })
-        .await
-        .unwrap()
-        .into_inner();
-    assert!(pod_status.timestamp >= before, "{}", pod_status.timestamp);
-    assert_eq!(pod_status.containers_statuses.len(), 1);
-    assert_eq!(pod_status.containers_statuses[0].exit_code, 3);
+    let status = pod_status(&node.daemon, &pod_id).await.unwrap();
+    assert!(status.timestamp >= before, "{}", status.timestamp);
+    assert_eq!(status.containers_statuses.len(), 1);
+    assert_eq!(status.containers_statuses[0].exit_code, 3);
 
     // The kubelet restarts it as attempt 1; it reads the first status of a name as the latest
     // attempt, so the statuses come newest first.
@@ -105,15 +98,8 @@ async fn every_lifecycle_change_is_an_event_with_the_pods_status() {
             (second.as_str(), expected)
         );
     }
-    let pod_status = client
-        .pod_sandbox_status(cri::PodSandboxStatusRequest {
-            pod_sandbox_id: pod_id.clone(),
-            verbose: false,
-        })
-        .await
-        .unwrap()
-        .into_inner();
-    let order: Vec<&str> = pod_status
+    let status = pod_status(&node.daemon, &pod_id).await.unwrap();
+    let order: Vec<&str> = status
         .containers_statuses
         .iter()
         .map(|c| c.id.as_str())
