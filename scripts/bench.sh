@@ -37,6 +37,8 @@ skipped() { [[ ",$SKIP," == *",$1,"* ]]; }
 
 repo=$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)
 cd "$repo"
+# shellcheck source=lib/containerd.sh
+. "$repo/scripts/lib/containerd.sh"
 export PATH="$HOME/.cargo/bin:/usr/sbin:/sbin:$PATH"
 release=$repo/target/release
 results=$repo/target/bench
@@ -241,12 +243,8 @@ done
 
 # --- containerd ----------------------------------------------------------------------------
 c=$work/containerd
-mkdir -p "$c/net.d" "$c/certs.d/$mirror_host" "$c/cni-ipam"
-cat >"$c/certs.d/$mirror_host/hosts.toml" <<EOF
-server = "http://$registry"
-[host."http://$registry"]
-  capabilities = ["pull", "resolve"]
-EOF
+mkdir -p "$c/net.d" "$c/cni-ipam"
+containerd_mirror "$c" "$mirror_host" "$registry"
 cat >"$c/net.d/10-bench.conflist" <<EOF
 {
   "cniVersion": "1.0.0",
@@ -264,42 +262,7 @@ cat >"$c/net.d/10-bench.conflist" <<EOF
   ]
 }
 EOF
-cat >"$c/config.toml" <<EOF
-version = 2
-root = "$disk/containerd"
-state = "$run/containerd"
-disabled_plugins = ["io.containerd.snapshotter.v1.btrfs", "io.containerd.snapshotter.v1.zfs",
-  "io.containerd.snapshotter.v1.aufs", "io.containerd.snapshotter.v1.devmapper"]
-[grpc]
-  address = "$c/containerd.sock"
-[ttrpc]
-  address = "$c/containerd.sock.ttrpc"
-[debug]
-  address = "$c/debug.sock"
-[plugins."io.containerd.internal.v1.opt"]
-  path = "$c/opt"
-[plugins."io.containerd.grpc.v1.cri"]
-  sandbox_image = "$pause_image"
-  # CAP_SYS_RESOURCE is missing here: runc cannot lower oom_score_adj.
-  restrict_oom_score_adj = true
-  stream_server_address = "127.0.0.1"
-  stream_server_port = "0"
-  [plugins."io.containerd.grpc.v1.cri".containerd]
-    snapshotter = "overlayfs"
-    default_runtime_name = "runc"
-    [plugins."io.containerd.grpc.v1.cri".containerd.runtimes.runc]
-      runtime_type = "io.containerd.runc.v2"
-      [plugins."io.containerd.grpc.v1.cri".containerd.runtimes.runc.options]
-        BinaryName = "$(command -v runc)"
-        Root = "$run/containerd/runc"
-        SystemdCgroup = false
-  [plugins."io.containerd.grpc.v1.cri".cni]
-    bin_dir = "/usr/lib/cni"
-    conf_dir = "$c/net.d"
-    max_conf_num = 1
-  [plugins."io.containerd.grpc.v1.cri".registry]
-    config_path = "$c/certs.d"
-EOF
+containerd_config "$c" "$disk/containerd" "$run/containerd" "$pause_image" >"$c/config.toml"
 log "starting containerd"
 containerd --config "$c/config.toml" >"$work/containerd.log" 2>&1 &
 containerd_pid=$!

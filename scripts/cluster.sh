@@ -21,6 +21,8 @@
 set -euo pipefail
 
 REPO=$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)
+# shellcheck source=lib/containerd.sh
+. "$REPO/scripts/lib/containerd.sh"
 CLUSTER_DIR=${SKIFF_CLUSTER_DIR:-/var/lib/skiff-cluster}
 RUN_DIR=${SKIFF_CLUSTER_RUN_DIR:-/run/skiff-cluster}
 SKIFF_BIN=${SKIFF_BIN:-$REPO/target/release}
@@ -56,7 +58,7 @@ LOGS=$CLUSTER_DIR/logs
 PIDS=$RUN_DIR/pids
 SOCKET=$RUN_DIR/skiff.sock
 CTR_DIR=$CLUSTER_DIR/containerd
-CTR_SOCKET=$RUN_DIR/containerd/containerd.sock
+CTR_SOCKET=$CTR_DIR/containerd.sock
 KUBECONFIG_ADMIN=$CLUSTER_DIR/admin.kubeconfig
 # The order things start in; `down` stops them in reverse.
 COMPONENTS=(etcd kube-apiserver kube-controller-manager kube-scheduler registry skiffd kubelet kube-proxy)
@@ -526,14 +528,10 @@ runtime_socket() {
 start_containerd() {
   command -v containerd >/dev/null && command -v runc >/dev/null && [ -x /usr/lib/cni/bridge ] ||
     die "containerd is not installed (apt-get install containerd runc containernetworking-plugins)"
-  mkdir -p "$CTR_DIR/net.d" "$CTR_DIR/cni-ipam" "$RUN_DIR/containerd"
+  mkdir -p "$CTR_DIR/net.d" "$CTR_DIR/cni-ipam"
   local host
   for host in docker.io registry.k8s.io; do
-    mkdir -p "$CTR_DIR/certs.d/$host"
-    cat >"$CTR_DIR/certs.d/$host/hosts.toml" <<EOF
-[host."http://127.0.0.1:$REGISTRY_PORT"]
-  capabilities = ["pull", "resolve"]
-EOF
+    containerd_mirror "$CTR_DIR" "$host" "127.0.0.1:$REGISTRY_PORT"
   done
   cat >"$CTR_DIR/template.conflist" <<EOF
 {
@@ -552,41 +550,9 @@ EOF
   ]
 }
 EOF
-  cat >"$CTR_DIR/config.toml" <<EOF
-version = 2
-root = "$CTR_DIR/root"
-state = "$RUN_DIR/containerd/state"
-disabled_plugins = ["io.containerd.snapshotter.v1.btrfs", "io.containerd.snapshotter.v1.zfs",
-  "io.containerd.snapshotter.v1.aufs", "io.containerd.snapshotter.v1.devmapper"]
-[grpc]
-  address = "$CTR_SOCKET"
-[ttrpc]
-  address = "$CTR_SOCKET.ttrpc"
-[plugins."io.containerd.internal.v1.opt"]
-  path = "$CTR_DIR/opt"
-[plugins."io.containerd.grpc.v1.cri"]
-  # busybox sleeping forever, from the cluster's registry (skiff needs no pause image).
-  sandbox_image = "docker.io/skiff/pause:busybox"
-  # CAP_SYS_RESOURCE is missing on this kind of host: runc cannot lower oom_score_adj.
-  restrict_oom_score_adj = true
-  stream_server_address = "127.0.0.1"
-  stream_server_port = "0"
-  [plugins."io.containerd.grpc.v1.cri".containerd]
-    snapshotter = "overlayfs"
-    default_runtime_name = "runc"
-    [plugins."io.containerd.grpc.v1.cri".containerd.runtimes.runc]
-      runtime_type = "io.containerd.runc.v2"
-      [plugins."io.containerd.grpc.v1.cri".containerd.runtimes.runc.options]
-        Root = "$RUN_DIR/containerd/runc"
-        SystemdCgroup = false
-  [plugins."io.containerd.grpc.v1.cri".cni]
-    bin_dir = "/usr/lib/cni"
-    conf_dir = "$CTR_DIR/net.d"
-    conf_template = "$CTR_DIR/template.conflist"
-    max_conf_num = 1
-  [plugins."io.containerd.grpc.v1.cri".registry]
-    config_path = "$CTR_DIR/certs.d"
-EOF
+  # Its sandbox image is busybox sleeping forever, from the cluster's registry (skiff needs none).
+  containerd_config "$CTR_DIR" "$CTR_DIR/root" "$RUN_DIR/containerd" \
+    docker.io/skiff/pause:busybox "$CTR_DIR/template.conflist" >"$CTR_DIR/config.toml"
   start containerd containerd --config "$CTR_DIR/config.toml"
   wait_for containerd 30 cri_on "$CTR_SOCKET" version
 }
