@@ -20,6 +20,20 @@ fn with_pid_mode(
     pod
 }
 
+/// Runs pod `name` (hostname `hostname`) whose containers get PID namespace `mode`; returns
+/// its config and ID.
+async fn run_pod_with_pid_mode(
+    daemon: &Skiffd,
+    name: &str,
+    hostname: &str,
+    logs: &std::path::Path,
+    mode: cri::NamespaceMode,
+) -> (cri::PodSandboxConfig, String) {
+    let config = with_pid_mode(pod_config(name, hostname, logs), mode);
+    let id = run_pod(daemon, &config).await.unwrap();
+    (config, id)
+}
+
 async fn ps(daemon: &Skiffd, id: &str) -> String {
     let reply = exec(daemon, id, &["ps", "-o", "pid,args"], 10)
         .await
@@ -36,11 +50,14 @@ async fn a_pod_shared_pid_namespace_shows_the_other_containers() {
         logs,
     } = Node::new().await.unwrap();
 
-    let shared = with_pid_mode(
-        pod_config("pid-shared", "s", logs.path()),
+    let (shared, pod_id) = run_pod_with_pid_mode(
+        &daemon,
+        "pid-shared",
+        "s",
+        logs.path(),
         cri::NamespaceMode::Pod,
-    );
-    let pod_id = run_pod(&daemon, &shared).await.unwrap();
+    )
+    .await;
     let a = start_container(
         &daemon,
         &pod_id,
@@ -91,11 +108,14 @@ async fn a_pod_shared_pid_namespace_shows_the_other_containers() {
     assert!(!ps(&daemon, &c).await.contains("sleep 4444"));
     assert!(!ps(&daemon, &d).await.contains("sleep 3333"));
 
-    let host = with_pid_mode(
-        pod_config("pid-host", "h", logs.path()),
+    let (host, host_pod) = run_pod_with_pid_mode(
+        &daemon,
+        "pid-host",
+        "h",
+        logs.path(),
         cri::NamespaceMode::Node,
-    );
-    let host_pod = run_pod(&daemon, &host).await.unwrap();
+    )
+    .await;
     let e = start_container(
         &daemon,
         &host_pod,
@@ -127,11 +147,14 @@ async fn containers_start_whatever_pid_they_get_in_a_shared_pid_namespace() {
         image,
         logs,
     } = Node::new().await.unwrap();
-    let shared = with_pid_mode(
-        pod_config("pid-numbers", "n", logs.path()),
+    let (shared, pod_id) = run_pod_with_pid_mode(
+        &daemon,
+        "pid-numbers",
+        "n",
+        logs.path(),
         cri::NamespaceMode::Pod,
-    );
-    let pod_id = run_pod(&daemon, &shared).await.unwrap();
+    )
+    .await;
     let mut pids_missing_on_host = Vec::new();
     for i in 0..60 {
         let command = ["sh", "-c", "echo $$ > /tmp/pid; exec sleep 1000"];
@@ -183,11 +206,14 @@ async fn removing_a_container_kills_what_its_init_left_in_a_shared_pid_namespace
         image,
         logs,
     } = Node::new().await.unwrap();
-    let shared = with_pid_mode(
-        pod_config("pid-orphans", "o", logs.path()),
+    let (shared, pod_id) = run_pod_with_pid_mode(
+        &daemon,
+        "pid-orphans",
+        "o",
+        logs.path(),
         cri::NamespaceMode::Pod,
-    );
-    let pod_id = run_pod(&daemon, &shared).await.unwrap();
+    )
+    .await;
     let parent = ["sh", "-c", "sleep 4444 & exec sleep 1000"];
     let id = start_container(
         &daemon,
