@@ -20,7 +20,7 @@ use std::path::Path;
 
 use crate::config::Config;
 use crate::masq;
-use crate::netlink::{netns, parse_mac, Link, Netlink, RouteEntry, MAIN_TABLE};
+use crate::netlink::{netns, parse_mac, Link, Netlink, RouteEntry, MAIN_TABLE, PROTOCOL_BOOT};
 use crate::nft;
 use crate::spec::{CniError, CniResult, Environment, ErrorCode, Interface, IpConfig, IpNet, Route};
 use crate::sysctl;
@@ -138,6 +138,7 @@ fn attach(
             priority: route.priority,
             mtu: route.mtu,
             advmss: route.advmss,
+            protocol: PROTOCOL_BOOT,
         };
         match container.add_route(&entry) {
             // A route listed twice is already there: fine.

@@ -5,7 +5,9 @@ use serde::Deserialize;
 use serde_json::Value;
 
 use crate::ipam::{IpamConf, IpamConfig};
-use crate::spec::{parse_config, Attachment, CniError, CniResult, CniVersion, Dns, ErrorCode};
+use crate::spec::{
+    parse_config, Attachment, CniError, CniResult, CniVersion, Dns, ErrorCode, IpNet,
+};
 
 /// The bridge used when the configuration names none.
 pub const DEFAULT_BRIDGE: &str = "cni0";
@@ -26,6 +28,8 @@ struct RawConf {
     force_address: bool,
     #[serde(default)]
     ip_masq: bool,
+    #[serde(default)]
+    ip_masq_exclude: Vec<IpNet>,
     #[serde(default)]
     mtu: Option<u32>,
     #[serde(default)]
@@ -74,6 +78,9 @@ pub struct Config {
     pub force_address: bool,
     /// Masquerade traffic leaving the subnet.
     pub ip_masq: bool,
+    /// With `ip_masq`, destinations that keep the pod's address too (`ipMasqExclude`): a
+    /// cluster's other nodes' pod networks, reached by routes, not NAT.
+    pub ip_masq_exclude: Vec<IpNet>,
     /// MTU for the bridge (when created) and both veth ends.
     pub mtu: Option<u32>,
     /// Hairpin mode on the host veth's bridge port.
@@ -185,6 +192,7 @@ impl Config {
             is_default_gateway: raw.is_default_gateway,
             force_address: raw.force_address,
             ip_masq: raw.ip_masq,
+            ip_masq_exclude: raw.ip_masq_exclude,
             mtu,
             hairpin_mode: raw.hairpin_mode,
             promisc_mode: raw.promisc_mode,

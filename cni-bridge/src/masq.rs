@@ -18,7 +18,7 @@ pub fn chain(conf: &Config) -> Chain {
 }
 
 /// One rule per address: from the container's address, to anything but its
-/// own subnet and multicast, masquerade.
+/// own subnet, multicast and the excluded networks of its family, masquerade.
 pub fn rules(conf: &Config, tag: &str, ips: &[IpConfig]) -> Vec<Rule> {
     ips.iter()
         .map(|ip| {
@@ -27,15 +27,22 @@ pub fn rules(conf: &Config, tag: &str, ips: &[IpConfig]) -> Vec<Rule> {
             } else {
                 multicast6()
             };
+            let mut expr = vec![
+                Expr::saddr(Op::Eq, host(ip.address.addr)),
+                Expr::daddr(Op::Ne, ip.address.truncated()),
+                Expr::daddr(Op::Ne, multicast),
+            ];
+            expr.extend(
+                conf.ip_masq_exclude
+                    .iter()
+                    .filter(|net| net.addr.is_ipv4() == ip.address.is_ipv4())
+                    .map(|net| Expr::daddr(Op::Ne, net.truncated())),
+            );
+            expr.push(Expr::Masquerade);
             Rule {
                 chain: conf.masq_chain(),
                 comment: tag.to_string(),
-                expr: vec![
-                    Expr::saddr(Op::Eq, host(ip.address.addr)),
-                    Expr::daddr(Op::Ne, ip.address.truncated()),
-                    Expr::daddr(Op::Ne, multicast),
-                    Expr::Masquerade,
-                ],
+                expr,
             }
         })
         .collect()

@@ -523,6 +523,49 @@ fn ip_masq_rules_are_added_and_removed() {
     net.assert_no_nft_leftovers();
 }
 
+/// `ipMasqExclude`: a cluster's other pod networks are reached with the pod's own address
+/// (routes between nodes, no NAT); each exclusion goes to the rules of its own family.
+#[test]
+fn excluded_networks_are_left_out_of_the_masquerade() {
+    if !have_root() {
+        return;
+    }
+    let mut net = TestNet::new(11);
+    let ns = net.netns();
+    let conf = net.conf(json!({"ipMasq": true,
+        "ipMasqExclude": ["10.244.0.0/16", "10.96.7.0/24", "fd00:244::/56"],
+        "ipam": {"type": "host-local", "dataDir": net.data_dir.path(),
+        "ranges": [[{"subnet": net.subnet4()}], [{"subnet": net.subnet6()}]]}}));
+    let r = net.bridge("ADD", "excl", &ns, &conf).expect_ok("ADD");
+    let ruleset = sh_ok("nft list table inet skiff-cni");
+    let rule_of = |addr: &str| {
+        ruleset
+            .lines()
+            .find(|l| l.contains(&format!("saddr {addr} ")))
+            .unwrap_or_else(|| panic!("no rule for {addr} in {ruleset}"))
+            .to_string()
+    };
+    let v4 = rule_of(&ip_of(&r, 0));
+    assert!(
+        v4.contains("ip daddr != 10.244.0.0/16") && v4.contains("ip daddr != 10.96.7.0/24"),
+        "{v4}"
+    );
+    assert!(!v4.contains("fd00:244::"), "{v4}");
+    let v6 = rule_of(&ip_of(&r, 1));
+    assert!(v6.contains("ip6 daddr != fd00:244::/56"), "{v6}");
+    assert!(!v6.contains("10.244.0.0"), "{v6}");
+
+    // A value that is not a network is a configuration error, as any bad field.
+    let bad = net.conf(json!({"ipMasq": true, "ipMasqExclude": ["10.244.0.0"],
+        "ipam": {"type": "host-local", "dataDir": net.data_dir.path(),
+        "ranges": [[{"subnet": net.subnet4()}]]}}));
+    let ns2 = net.netns();
+    assert!(net.bridge("ADD", "excl-bad", &ns2, &bad).code().is_some());
+
+    net.bridge("DEL", "excl", &ns, &conf).expect_ok("DEL");
+    net.assert_no_nft_leftovers();
+}
+
 #[test]
 fn status_is_fine_on_a_fresh_network() {
     if !have_root() {

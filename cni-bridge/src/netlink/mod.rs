@@ -121,7 +121,13 @@ pub struct RouteEntry {
     pub mtu: Option<u32>,
     /// Advertised MSS metric.
     pub advmss: Option<u32>,
+    /// Who installed the route (`RTPROT_*`: 2 kernel, 3 boot, 4 static…); agents mark
+    /// theirs with a number of their own so they touch no other route.
+    pub protocol: u8,
 }
+
+/// `RTPROT_BOOT`, the protocol of routes set up once, as CNI plugins' are.
+pub const PROTOCOL_BOOT: u8 = 3;
 
 /// The main routing table.
 pub const MAIN_TABLE: u32 = RouteHeader::RT_TABLE_MAIN as u32;
@@ -518,6 +524,7 @@ impl Netlink {
                 priority: None,
                 mtu: None,
                 advmss: None,
+                protocol: u8::from(m.header.protocol),
             };
             for attr in &m.attributes {
                 match attr {
@@ -552,7 +559,7 @@ impl Netlink {
         let mut msg = RouteMessage::default();
         msg.header.address_family = family_of(route.dst.addr);
         msg.header.destination_prefix_length = route.dst.prefix;
-        msg.header.protocol = RouteProtocol::Boot;
+        msg.header.protocol = RouteProtocol::from(route.protocol);
         msg.header.kind = RouteType::Unicast;
         msg.header.scope = RouteScope::from(route.scope);
         // Tables above 255 only fit in the RTA_TABLE attribute.
@@ -588,6 +595,25 @@ impl Netlink {
             NLM_F_CREATE | NLM_F_EXCL,
             describe,
         )
+        .map(drop)
+    }
+
+    /// Deletes the route to `route.dst` in `route.table` (with its next hop, when set).
+    pub fn delete_route(&mut self, route: &RouteEntry) -> Result<(), NetlinkError> {
+        let mut msg = RouteMessage::default();
+        msg.header.address_family = family_of(route.dst.addr);
+        msg.header.destination_prefix_length = route.dst.prefix;
+        msg.header.table = u8::try_from(route.table).unwrap_or(RouteHeader::RT_TABLE_UNSPEC);
+        msg.header.scope = RouteScope::NoWhere;
+        msg.attributes.push(RouteAttribute::Table(route.table));
+        msg.attributes
+            .push(RouteAttribute::Destination(route.dst.network().into()));
+        if let Some(gw) = route.gw {
+            msg.attributes.push(RouteAttribute::Gateway(gw.into()));
+        }
+        self.request(RouteNetlinkMessage::DelRoute(msg), 0, || {
+            format!("delete route {}", route.dst)
+        })
         .map(drop)
     }
 }
