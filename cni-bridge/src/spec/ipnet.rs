@@ -21,7 +21,7 @@ pub enum IpNetError {
 
 /// An IP address plus prefix length. The address may have host bits set (an
 /// interface address) or not (a subnet); `network()` clears them.
-#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, PartialOrd, Ord)]
 pub struct IpNet {
     /// The address.
     pub addr: IpAddr,
