@@ -1,8 +1,9 @@
 #!/usr/bin/env bash
-# A one-node Kubernetes cluster whose container runtime is skiff, every part real and started
-# by hand, in the order a reader meets them: etcd, kube-apiserver, kube-controller-manager,
-# kube-scheduler, a local registry with the cluster's images, skiffd, the kubelet, kube-proxy
-# (nftables mode) and CoreDNS.
+# A Kubernetes cluster whose container runtime is skiff, every part real and started by hand,
+# in the order a reader meets them: etcd, kube-apiserver, kube-controller-manager,
+# kube-scheduler, a local registry with the cluster's images; then on each node skiffd, the
+# kubelet, kube-proxy (nftables mode) and skiff-routes; then CoreDNS. One node by default;
+# NODES=2 adds a second node in a network namespace of its own, as kind adds containers.
 #
 #   scripts/cluster.sh up      # bring the cluster up (or find it up); prints KUBECONFIG
 #   scripts/cluster.sh down    # remove every process, pod, interface, table, mount and file
@@ -28,10 +29,12 @@ RUN_DIR=${SKIFF_CLUSTER_RUN_DIR:-/run/skiff-cluster}
 SKIFF_BIN=${SKIFF_BIN:-$REPO/target/release}
 GOTOOLS_BIN=${SKIFF_GOTOOLS_BIN:-${SKIFF_GOTOOLS:-/var/cache/skiff/gotools}/bin}
 
+NODES=${SKIFF_NODES:-${NODES:-1}}
 NODE_NAME=${SKIFF_NODE_NAME:-skiff-node}
-# The node's own address, on a bridge of its own (other nodes could join it): the API server
-# and the kubelet listen there, NodePorts answer there, and pods reach it (a pod cannot reach
-# the host's loopback, and the API server must be reachable from CoreDNS).
+# The first node's address, on a bridge of its own that the other nodes join (the "underlay",
+# ${NODE_IP%.*}.0/24; node N gets ${NODE_IP%.*}.N): the API server and the kubelet listen there,
+# NodePorts answer there, and pods reach it (a pod cannot reach the host's loopback, and the
+# API server must be reachable from CoreDNS).
 NODE_LINK=${SKIFF_NODE_LINK:-skiff-node0}
 NODE_IP=${SKIFF_NODE_IP:-10.250.0.1}
 POD_BRIDGE=${SKIFF_POD_BRIDGE:-skiff0}
@@ -60,8 +63,10 @@ SOCKET=$RUN_DIR/skiff.sock
 CTR_DIR=$CLUSTER_DIR/containerd
 CTR_SOCKET=$CTR_DIR/containerd.sock
 KUBECONFIG_ADMIN=$CLUSTER_DIR/admin.kubeconfig
-# The order things start in; `down` stops them in reverse.
-COMPONENTS=(etcd kube-apiserver kube-controller-manager kube-scheduler registry skiffd kubelet kube-proxy)
+# The order things start in; `down` stops them in reverse. Each node runs NODE_COMPONENTS,
+# named with the node's suffix (skiffd, skiffd-2, …).
+CONTROL_PLANE=(etcd kube-apiserver kube-controller-manager kube-scheduler registry)
+NODE_COMPONENTS=(skiffd kubelet kube-proxy skiff-routes)
 # Host settings the kubelet and pod networking change; `up` saves them, `down` puts them back.
 # (IPv4 forwarding is not among them: the CNI bridge plugin turns it on for any pod network, as
 # the reference plugin does, and other pod networks on this host may rely on it.)
@@ -70,6 +75,40 @@ SYSCTLS=(net.bridge.bridge-nf-call-iptables vm.overcommit_memory vm.panic_on_oom
 
 say() { echo "cluster: $*" >&2; }
 die() { say "$*"; exit 1; }
+
+# --- nodes ------------------------------------------------------------------------------------
+# Node 1 is this host's own network namespace. Node N (2, 3, …) is a network namespace of its
+# own, joined to node 1's bridge by a veth, with the address ${NODE_IP%.*}.N; its processes
+# enter only that network namespace, so they share the host's mounts and the kubelet's volume
+# mounts are what its skiffd bind-mounts into containers.
+
+# node_env N: the N_* settings of node N.
+node_env() {
+  N=$1
+  if [ "$N" = 1 ]; then
+    N_NAME=$NODE_NAME N_IP=$NODE_IP N_DIR=$CLUSTER_DIR N_RUN=$RUN_DIR N_SUFFIX="" N_NETNS=""
+    N_CGROUP=$CGROUP_ROOT
+    N_EXEC=()
+  else
+    N_NAME=$NODE_NAME-$N N_IP=${NODE_IP%.*}.$N N_DIR=$CLUSTER_DIR/node$N N_RUN=$RUN_DIR/node$N
+    N_SUFFIX=-$N N_NETNS=$NODE_NAME-$N N_CGROUP=$CGROUP_ROOT-node$N
+    N_EXEC=(nsenter "--net=/run/netns/$N_NETNS")
+  fi
+  N_SOCKET=$N_RUN/skiff.sock
+}
+
+# How many nodes this cluster has (recorded by up, for down and status).
+nodes_up() { cat "$RUN_DIR/nodes" 2>/dev/null || echo "$NODES"; }
+
+# Every component's name, in start order.
+components() {
+  local n c
+  printf '%s\n' "${CONTROL_PLANE[@]}"
+  for ((n = 1; n <= $(nodes_up); n++)); do
+    node_env "$n"
+    for c in "${NODE_COMPONENTS[@]}"; do echo "$c$N_SUFFIX"; done
+  done
+}
 
 # --- processes ------------------------------------------------------------------------------
 
@@ -168,8 +207,13 @@ make_pki() {
   cert controller-manager system:kube-controller-manager ""
   cert scheduler system:kube-scheduler ""
   cert kube-proxy system:kube-proxy ""
-  cert kubelet "system:node:$NODE_NAME" system:nodes
-  cert kubelet-serving "system:node:$NODE_NAME" system:nodes "DNS:$NODE_NAME,IP:$NODE_IP"
+  cert skiff-routes skiff-routes ""
+  local n
+  for ((n = 1; n <= NODES; n++)); do
+    node_env "$n"
+    cert "kubelet$N_SUFFIX" "system:node:$N_NAME" system:nodes
+    cert "kubelet-serving$N_SUFFIX" "system:node:$N_NAME" system:nodes "DNS:$N_NAME,IP:$N_IP"
+  done
   # Service account tokens are signed with this key and checked with its public half.
   if [ ! -e "$PKI/sa.key" ]; then
     openssl ecparam -name prime256v1 -genkey -noout -out "$PKI/sa.key" 2>/dev/null
@@ -213,6 +257,9 @@ CLUSTER_DIR=$CLUSTER_DIR
 RUN_DIR=$RUN_DIR
 SKIFF_STATE_DIR=$RUN_DIR/skiff
 LOGS=$LOGS
+NODES=$NODES
+NODE_NAMES=$(for ((n = 1; n <= NODES; n++)); do node_env "$n"; printf '%s ' "$N_NAME"; done)
+NODE_IPS=$(for ((n = 1; n <= NODES; n++)); do node_env "$n"; printf '%s ' "$N_IP"; done)
 EOF
 }
 
@@ -237,12 +284,33 @@ prepare_host() {
   sysctl -qw net.ipv4.ip_forward=1 net.bridge.bridge-nf-call-iptables=1
   if ! ip link show "$NODE_LINK" >/dev/null 2>&1; then
     ip link add "$NODE_LINK" type bridge
-    ip addr add "$NODE_IP/32" dev "$NODE_LINK"
+    ip addr add "$NODE_IP/24" dev "$NODE_LINK"
     ip link set "$NODE_LINK" up
   fi
   # The kubelet puts every pod under this cgroup, in each v1 hierarchy (or in the v2 tree).
   local hierarchy
   for hierarchy in $(cgroup_hierarchies); do mkdir -p "$hierarchy/$CGROUP_ROOT"; done
+}
+
+# The network namespace of node N ≥ 2, its veth on the underlay bridge, its address and
+# routes; and the cgroup its kubelet puts pods under (any node).
+prepare_node() {
+  node_env "$1"
+  local hierarchy
+  for hierarchy in $(cgroup_hierarchies); do mkdir -p "$hierarchy/$N_CGROUP"; done
+  [ "$N" = 1 ] && return
+  [ -e "/run/netns/$N_NETNS" ] || ip netns add "$N_NETNS"
+  if ! ip link show "$NODE_LINK-$N" >/dev/null 2>&1; then
+    ip link add "$NODE_LINK-$N" type veth peer name eth0 netns "$N_NETNS"
+    ip link set "$NODE_LINK-$N" master "$NODE_LINK" up
+    ip -n "$N_NETNS" addr add "$N_IP/24" dev eth0
+    ip -n "$N_NETNS" link set lo up
+    ip -n "$N_NETNS" link set eth0 up
+    # Traffic for anywhere but the underlay and other nodes' pods goes through node 1.
+    ip -n "$N_NETNS" route add default via "$NODE_IP"
+  fi
+  # Network sysctls belong to the namespace: the same settings as node 1's.
+  "${N_EXEC[@]}" sysctl -qw net.ipv4.ip_forward=1 net.bridge.bridge-nf-call-iptables=1
 }
 
 cgroup_hierarchies() {
@@ -306,11 +374,13 @@ restore_host() {
   nft delete table ip kube-proxy 2>/dev/null || true
   nft delete table ip6 kube-proxy 2>/dev/null || true
   remove_kubelet_iptables
-  local hierarchy
+  local hierarchy root
   for hierarchy in $(cgroup_hierarchies); do
-    [ -d "$hierarchy/$CGROUP_ROOT" ] || continue
-    # Deepest first: a cgroup is removed once it has no children and no processes.
-    find "$hierarchy/$CGROUP_ROOT" -depth -type d -exec rmdir {} + 2>/dev/null || true
+    for root in "$hierarchy/$CGROUP_ROOT" "$hierarchy/$CGROUP_ROOT"-node*; do
+      [ -d "$root" ] || continue
+      # Deepest first: a cgroup is removed once it has no children and no processes.
+      find "$root" -depth -type d -exec rmdir {} + 2>/dev/null || true
+    done
   done
 }
 
@@ -376,21 +446,25 @@ log: {level: warn}
 storage:
   filesystem: {rootdirectory: $CLUSTER_DIR/registry}
   delete: {enabled: true}
-http: {addr: 127.0.0.1:$REGISTRY_PORT}
+http: {addr: $NODE_IP:$REGISTRY_PORT}
 EOF
+  # On the underlay, where every node's runtime reaches it.
   start registry /usr/bin/docker-registry serve "$CLUSTER_DIR/registry.yml"
-  wait_for registry 30 curl -fsS "http://127.0.0.1:$REGISTRY_PORT/v2/"
+  wait_for registry 30 curl -fsS "http://$NODE_IP:$REGISTRY_PORT/v2/"
   say "building and pushing the cluster's images"
-  "$SKIFF_BIN/skiff-testimage" cluster-images --registry "127.0.0.1:$REGISTRY_PORT" \
+  "$SKIFF_BIN/skiff-testimage" cluster-images --registry "$NODE_IP:$REGISTRY_PORT" \
     --coredns "$GOTOOLS_BIN/coredns" --cache "$CLUSTER_DIR/image-cache" >>"$LOGS/images.log" 2>&1 ||
     die "building the images failed (log: $LOGS/images.log)"
 }
 
+# skiffd of node N, in the node's network namespace (its pods' bridge lives there).
 start_skiffd() {
-  mkdir -p "$CLUSTER_DIR/cni/net.d" "$CLUSTER_DIR/cni/ipam"
+  node_env "$1"
+  mkdir -p "$N_DIR/cni/net.d" "$N_DIR/cni/ipam"
   # skiffd writes the network config from this template once the kubelet tells it the node's
-  # pod CIDR (UpdateRuntimeConfig), as containerd's conf_template does.
-  cat >"$CLUSTER_DIR/cni/template.conflist" <<EOF
+  # pod CIDR (UpdateRuntimeConfig), as containerd's conf_template does. Traffic to other
+  # nodes' pods keeps the pod's address (ipMasqExclude): skiff-routes routes it.
+  cat >"$N_DIR/cni/template.conflist" <<EOF
 {
   "cniVersion": "1.0.0",
   "cniVersions": ["1.0.0", "1.1.0"],
@@ -401,46 +475,49 @@ start_skiffd() {
       "bridge": "$POD_BRIDGE",
       "isGateway": true,
       "ipMasq": true,
+      "ipMasqExclude": ["$CLUSTER_CIDR"],
       "hairpinMode": true,
       "ipam": {
         "type": "host-local",
         "ranges": [[{"subnet": "{{.PodCIDR}}"}]],
         "routes": [{"dst": "0.0.0.0/0"}],
-        "dataDir": "$CLUSTER_DIR/cni/ipam"
+        "dataDir": "$N_DIR/cni/ipam"
       }
     },
     {"type": "skiff-portmap", "capabilities": {"portMappings": true}}
   ]
 }
 EOF
-  cat >"$CLUSTER_DIR/skiffd.toml" <<EOF
-socket = "$SOCKET"
-root_dir = "$CLUSTER_DIR/skiff"
-state_dir = "$RUN_DIR/skiff"
+  cat >"$N_DIR/skiffd.toml" <<EOF
+socket = "$N_SOCKET"
+root_dir = "$N_DIR/skiff"
+state_dir = "$N_RUN/skiff"
 
 [cni]
-conf_dir = "$CLUSTER_DIR/cni/net.d"
-conf_template = "$CLUSTER_DIR/cni/template.conflist"
+conf_dir = "$N_DIR/cni/net.d"
+conf_template = "$N_DIR/cni/template.conflist"
 bin_dirs = ["$SKIFF_BIN"]
 
 [streaming]
 address = "127.0.0.1:0"
 
 [registry.hosts."docker.io"]
-mirrors = ["http://127.0.0.1:$REGISTRY_PORT"]
+mirrors = ["http://$NODE_IP:$REGISTRY_PORT"]
 
 [registry.hosts."registry.k8s.io"]
-mirrors = ["http://127.0.0.1:$REGISTRY_PORT"]
+mirrors = ["http://$NODE_IP:$REGISTRY_PORT"]
 EOF
-  start skiffd "$SKIFF_BIN/skiffd" --config "$CLUSTER_DIR/skiffd.toml"
-  wait_for skiffd 30 crictl version
+  start "skiffd$N_SUFFIX" "${N_EXEC[@]}" "$SKIFF_BIN/skiffd" --config "$N_DIR/skiffd.toml"
+  wait_for "skiffd$N_SUFFIX" 30 cri_on "$N_SOCKET" version
 }
 
+# The kubelet of node N, on node 1 with the runtime `scripts/cluster.sh runtime` chose.
 start_kubelet() {
-  local socket
-  socket=$(runtime_socket "$(current_runtime)")
-  mkdir -p "$CLUSTER_DIR/kubelet" "$CLUSTER_DIR/pod-logs"
-  cat >"$CLUSTER_DIR/kubelet.yaml" <<EOF
+  node_env "$1"
+  local socket=$N_SOCKET
+  [ "$N" = 1 ] && socket=$(runtime_socket "$(current_runtime)")
+  mkdir -p "$N_DIR/kubelet" "$N_DIR/pod-logs"
+  cat >"$N_DIR/kubelet.yaml" <<EOF
 apiVersion: kubelet.config.k8s.io/v1beta1
 kind: KubeletConfiguration
 # skiff is the node's container runtime: CRI over its unix socket, images from it too.
@@ -448,16 +525,16 @@ containerRuntimeEndpoint: unix://$socket
 imageServiceEndpoint: unix://$socket
 # The runtime writes cgroups through cgroupfs (skiff answers CGROUPFS in RuntimeConfig).
 cgroupDriver: cgroupfs
-cgroupRoot: /$CGROUP_ROOT
+cgroupRoot: /$N_CGROUP
 # This host has cgroup v1 (hybrid); Kubernetes 1.35+ refuses v1 unless told.
 failCgroupV1: false
-address: $NODE_IP
+address: $N_IP
 port: $KUBELET_PORT
 readOnlyPort: 0
 healthzBindAddress: 127.0.0.1
 healthzPort: $KUBELET_HEALTHZ_PORT
-tlsCertFile: $PKI/kubelet-serving.crt
-tlsPrivateKeyFile: $PKI/kubelet-serving.key
+tlsCertFile: $PKI/kubelet-serving$N_SUFFIX.crt
+tlsPrivateKeyFile: $PKI/kubelet-serving$N_SUFFIX.key
 authentication:
   anonymous: {enabled: false}
   webhook: {enabled: true}
@@ -465,43 +542,59 @@ authentication:
 authorization: {mode: Webhook}
 clusterDomain: cluster.local
 clusterDNS: [$DNS_SERVICE_IP]
-podLogsDir: $CLUSTER_DIR/pod-logs
+podLogsDir: $N_DIR/pod-logs
 failSwapOn: false
 # A development machine's disk is often fuller than a node's: evict only when nearly full.
 evictionHard: {memory.available: 100Mi, nodefs.available: 2%, imagefs.available: 2%}
 imageGCHighThresholdPercent: 100
 serializeImagePulls: false
 EOF
-  if [ -e "$RUN_DIR/evented-pleg" ]; then
-    printf 'featureGates: {EventedPLEG: true}\n' >>"$CLUSTER_DIR/kubelet.yaml"
+  if [ "$N" = 1 ] && [ -e "$RUN_DIR/evented-pleg" ]; then
+    printf 'featureGates: {EventedPLEG: true}\n' >>"$N_DIR/kubelet.yaml"
   fi
-  start kubelet "$GOTOOLS_BIN/kubelet" --config "$CLUSTER_DIR/kubelet.yaml" \
-    --kubeconfig "$CLUSTER_DIR/kubelet.kubeconfig" --root-dir "$CLUSTER_DIR/kubelet" \
-    --cert-dir "$CLUSTER_DIR/kubelet/pki" --hostname-override "$NODE_NAME" --node-ip "$NODE_IP"
-  wait_for "the node $NODE_NAME" 120 node_ready
+  start "kubelet$N_SUFFIX" "${N_EXEC[@]}" "$GOTOOLS_BIN/kubelet" --config "$N_DIR/kubelet.yaml" \
+    --kubeconfig "$CLUSTER_DIR/kubelet$N_SUFFIX.kubeconfig" --root-dir "$N_DIR/kubelet" \
+    --cert-dir "$N_DIR/kubelet/pki" --hostname-override "$N_NAME" --node-ip "$N_IP"
+  wait_for "the node $N_NAME" 120 node_ready "$N_NAME"
 }
 
 node_ready() {
-  [ "$(kubectl get node "$NODE_NAME" -o 'jsonpath={.status.conditions[?(@.type=="Ready")].status}')" = True ]
+  [ "$(kubectl get node "$1" -o 'jsonpath={.status.conditions[?(@.type=="Ready")].status}')" = True ]
+}
+
+all_nodes_ready() {
+  local n
+  for ((n = 1; n <= $(nodes_up); n++)); do
+    node_env "$n"
+    node_ready "$N_NAME" || return 1
+  done
 }
 
 start_kube_proxy() {
-  cat >"$CLUSTER_DIR/kube-proxy.yaml" <<EOF
+  node_env "$1"
+  cat >"$N_DIR/kube-proxy.yaml" <<EOF
 apiVersion: kubeproxy.config.k8s.io/v1alpha1
 kind: KubeProxyConfiguration
 mode: nftables
 clientConnection: {kubeconfig: $CLUSTER_DIR/kube-proxy.kubeconfig}
-hostnameOverride: $NODE_NAME
+hostnameOverride: $N_NAME
 clusterCIDR: $CLUSTER_CIDR
 # NodePorts answer on the node's address only, not on every address of this host.
-nodePortAddresses: [$NODE_IP/32]
+nodePortAddresses: [$N_IP/32]
 metricsBindAddress: 127.0.0.1:$PROXY_METRICS_PORT
 healthzBindAddress: 127.0.0.1:$PROXY_HEALTHZ_PORT
 # Leave the host's conntrack table size alone.
 conntrack: {maxPerCore: 0, min: 0}
 EOF
-  start kube-proxy "$GOTOOLS_BIN/kube-proxy" --config "$CLUSTER_DIR/kube-proxy.yaml"
-  wait_for kube-proxy 60 curl -fsS "http://127.0.0.1:$PROXY_HEALTHZ_PORT/healthz"
+  start "kube-proxy$N_SUFFIX" "${N_EXEC[@]}" "$GOTOOLS_BIN/kube-proxy" --config "$N_DIR/kube-proxy.yaml"
+  wait_for "kube-proxy$N_SUFFIX" 60 "${N_EXEC[@]}" curl -fsS "http://127.0.0.1:$PROXY_HEALTHZ_PORT/healthz"
+}
+
+# skiff-routes of node N: routes to the other nodes' pod networks, from the Node objects.
+start_routes() {
+  node_env "$1"
+  start "skiff-routes$N_SUFFIX" "${N_EXEC[@]}" "$SKIFF_BIN/skiff-routes" \
+    --kubeconfig "$CLUSTER_DIR/skiff-routes.kubeconfig" --node "$N_NAME"
 }
 
 start_coredns() {
@@ -531,7 +624,7 @@ start_containerd() {
   mkdir -p "$CTR_DIR/net.d" "$CTR_DIR/cni-ipam"
   local host
   for host in docker.io registry.k8s.io; do
-    containerd_mirror "$CTR_DIR" "$host" "127.0.0.1:$REGISTRY_PORT"
+    containerd_mirror "$CTR_DIR" "$host" "$NODE_IP:$REGISTRY_PORT"
   done
   cat >"$CTR_DIR/template.conflist" <<EOF
 {
@@ -602,7 +695,7 @@ switch_runtime() {
   [ "$to" = containerd ] && start_containerd
   echo "$to" >"$RUN_DIR/runtime"
   if [ -n "$evented" ]; then touch "$RUN_DIR/evented-pleg"; else rm -f "$RUN_DIR/evented-pleg"; fi
-  start_kubelet
+  start_kubelet 1
   wait_for "the node on $to" 60 node_runs_on "$to"
   # CoreDNS comes back in a new sandbox of the new runtime.
   wait_for "CoreDNS on $to" 120 runtime_has_ready_pod "$to" coredns
@@ -626,7 +719,7 @@ check_tools() {
   for tool in etcd kube-apiserver kube-controller-manager kube-scheduler kubelet kube-proxy kubectl crictl coredns; do
     [ -x "$GOTOOLS_BIN/$tool" ] || die "$GOTOOLS_BIN/$tool is missing: run scripts/gotools.sh"
   done
-  for tool in skiffd skiff-oci skiff-monitor skiff-bridge skiff-portmap skiff-testimage; do
+  for tool in skiffd skiff-oci skiff-monitor skiff-bridge skiff-portmap skiff-routes skiff-testimage; do
     [ -x "$SKIFF_BIN/$tool" ] || die "$SKIFF_BIN/$tool is missing: run make release"
   done
   command -v openssl >/dev/null || die "openssl is missing"
@@ -635,31 +728,41 @@ check_tools() {
 
 all_running() {
   local c
-  for c in "${COMPONENTS[@]}"; do running "$c" || return 1; done
+  [ "$(nodes_up)" = "$NODES" ] || return 1
+  for c in $(components); do running "$c" || return 1; done
 }
 
 up() {
   check_tools
-  if all_running && node_ready; then
+  if all_running && all_nodes_ready; then
     say "already up"
   else
     # A cluster that is partly up (a crash, a reboot) is taken down first.
     if [ -d "$PIDS" ] || [ -d "$CLUSTER_DIR" ]; then down_quietly; fi
     mkdir -p "$CLUSTER_DIR" "$LOGS" "$PIDS"
-    local begin=$SECONDS
+    echo "$NODES" >"$RUN_DIR/nodes"
+    local begin=$SECONDS n name
     prepare_host
+    for ((n = 1; n <= NODES; n++)); do prepare_node "$n"; done
     make_pki
     write_env
-    local name
-    for name in admin controller-manager scheduler kube-proxy kubelet; do kubeconfig "$name" "$name"; done
+    for name in admin controller-manager scheduler kube-proxy skiff-routes; do kubeconfig "$name" "$name"; done
+    for ((n = 1; n <= NODES; n++)); do
+      node_env "$n"
+      kubeconfig "kubelet$N_SUFFIX" "kubelet$N_SUFFIX"
+    done
     start_etcd
     start_apiserver
     start_controller_manager
     start_scheduler
     start_registry
-    start_skiffd
-    start_kubelet
-    start_kube_proxy
+    kubectl apply -f "$REPO/examples/cluster/skiff-routes.yaml" >>"$LOGS/addons.log"
+    for ((n = 1; n <= NODES; n++)); do
+      start_skiffd "$n"
+      start_kubelet "$n"
+      start_kube_proxy "$n"
+      start_routes "$n"
+    done
     start_coredns
     say "up in $((SECONDS - begin)) s"
   fi
@@ -672,30 +775,40 @@ up() {
 down_quietly() { down >/dev/null 2>&1 || true; }
 
 down() {
-  # Pods first, while the kubelet is stopped and skiffd still runs, so each gets its CNI DEL.
-  stop kube-proxy
-  stop kubelet
-  stop_containerd
-  # After a crash skiffd may be gone while its pods run on: started again, it finds them in its
-  # state directories, so they can be removed as usual.
-  if ! running skiffd && [ -e "$CLUSTER_DIR/skiffd.toml" ] && [ -x "$SKIFF_BIN/skiffd" ]; then
-    mkdir -p "$LOGS" "$PIDS"
-    start skiffd "$SKIFF_BIN/skiffd" --config "$CLUSTER_DIR/skiffd.toml"
-    retry 30 crictl version || say "skiffd did not start again; its pods may be left"
-  fi
-  if running skiffd; then
-    crictl rmp --force --all >/dev/null 2>&1 || say "removing pods through skiffd failed"
-  fi
-  local c i
-  for ((i = ${#COMPONENTS[@]} - 1; i >= 0; i--)); do
-    c=${COMPONENTS[i]}
-    stop "$c"
+  local n c
+  for ((n = $(nodes_up); n >= 1; n--)); do
+    node_env "$n"
+    # Pods first, while the kubelet is stopped and skiffd still runs, so each gets its CNI DEL.
+    stop "kube-proxy$N_SUFFIX"
+    stop "kubelet$N_SUFFIX"
+    stop "skiff-routes$N_SUFFIX"
+    [ "$N" = 1 ] && stop_containerd
+    # After a crash skiffd may be gone while its pods run on: started again, it finds them in
+    # its state directories, so they can be removed as usual.
+    if ! running "skiffd$N_SUFFIX" && [ -e "$N_DIR/skiffd.toml" ] && [ -x "$SKIFF_BIN/skiffd" ] &&
+      { [ "$N" = 1 ] || [ -e "/run/netns/$N_NETNS" ]; }; then
+      mkdir -p "$LOGS" "$PIDS"
+      start "skiffd$N_SUFFIX" "${N_EXEC[@]}" "$SKIFF_BIN/skiffd" --config "$N_DIR/skiffd.toml"
+      retry 30 cri_on "$N_SOCKET" version || say "skiffd$N_SUFFIX did not start again; its pods may be left"
+    fi
+    if running "skiffd$N_SUFFIX"; then
+      cri_on "$N_SOCKET" rmp --force --all >/dev/null 2>&1 || say "removing node $N's pods failed"
+    fi
+    stop "skiffd$N_SUFFIX"
   done
-  # Mounts the kubelet made (secrets, service account tokens) and skiff's, deepest first.
-  local mount
+  for ((c = ${#CONTROL_PLANE[@]} - 1; c >= 0; c--)); do
+    stop "${CONTROL_PLANE[c]}"
+  done
+  # Mounts the kubelets made (secrets, service account tokens) and skiff's, deepest first.
+  local mount dir
   for dir in "$CLUSTER_DIR" "$RUN_DIR"; do
     awk -v d="$dir/" 'index($2, d) == 1 { print $2 }' /proc/self/mounts | sort -r |
       while read -r mount; do umount -l "$mount" 2>/dev/null || true; done
+  done
+  # The other nodes' namespaces take their veths, bridges and nftables tables with them.
+  for ((n = $(nodes_up); n >= 2; n--)); do
+    node_env "$n"
+    ip netns del "$N_NETNS" 2>/dev/null || true
   done
   restore_host
   rm -rf "$CLUSTER_DIR" "$RUN_DIR"
@@ -705,7 +818,7 @@ down() {
 status() {
   local c
   echo "  the node's runtime: $(current_runtime)$([ -e "$RUN_DIR/evented-pleg" ] && echo ', evented PLEG')"
-  for c in "${COMPONENTS[@]}" $(running containerd && echo containerd); do
+  for c in $(components) $(running containerd && echo containerd); do
     if running "$c"; then
       printf '  %-24s running (pid %s)  log: %s\n' "$c" "$(pid_of "$c")" "$LOGS/$c.log"
     else

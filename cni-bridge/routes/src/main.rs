@@ -12,7 +12,9 @@ use kube::{Api, Client};
 use skiff_cni::netlink::Netlink;
 use skiff_routes::{apply, desired};
 use std::path::PathBuf;
+use std::sync::Arc;
 use std::time::Duration;
+use tokio::sync::Notify;
 
 #[derive(Parser)]
 #[command(
@@ -40,6 +42,8 @@ async fn main() -> Result<()> {
         )
         .init();
     let args = Args::parse();
+    // rustls cannot pick a crypto provider when a build enables two (the workspace does).
+    let _ = rustls::crypto::ring::default_provider().install_default();
     let kubeconfig = Kubeconfig::read_from(&args.kubeconfig)
         .with_context(|| format!("reading {}", args.kubeconfig.display()))?;
     let config = kube::Config::from_custom_kubeconfig(kubeconfig, &KubeConfigOptions::default())
@@ -48,30 +52,30 @@ async fn main() -> Result<()> {
     let nodes: Api<Node> = Api::all(Client::try_from(config)?);
 
     let (store, writer) = reflector::store();
-    let mut changes = reflector(writer, watcher(nodes, watcher::Config::default()))
+    let changes = reflector(writer, watcher(nodes, watcher::Config::default()))
         .default_backoff()
-        .touched_objects()
-        .boxed();
+        .touched_objects();
+    // The watch runs on its own task (it also fills the store) and rings on every change.
+    let changed = Arc::new(Notify::new());
+    let ring = changed.clone();
+    let mut watching = tokio::spawn(async move {
+        futures::pin_mut!(changes);
+        while let Some(change) = changes.next().await {
+            match change {
+                Ok(_) => ring.notify_one(),
+                Err(e) => tracing::warn!(error = %e, "watching Nodes"),
+            }
+        }
+    });
     let mut resync = tokio::time::interval(Duration::from_secs(args.resync_secs.max(1)));
     let mut terminate = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate())?;
     tracing::info!(node = %args.node, "watching Nodes");
+    // Until the first full list, a node not seen yet would look gone.
+    store
+        .wait_until_ready()
+        .await
+        .context("the Node store was dropped")?;
     loop {
-        tokio::select! {
-            change = changes.next() => match change {
-                Some(Ok(_)) => {}
-                Some(Err(e)) => tracing::warn!(error = %e, "watching Nodes"),
-                None => bail!("the Node watch ended"),
-            },
-            _ = resync.tick() => {}
-            _ = terminate.recv() => {
-                tracing::info!("SIGTERM: stopping; the routes stay");
-                return Ok(());
-            }
-        }
-        // Until the first full list, a node not seen yet would look gone.
-        if store.wait_until_ready().await.is_err() {
-            bail!("the Node store was dropped");
-        }
         let nodes: Vec<Node> = store.state().iter().map(|n| (**n).clone()).collect();
         let wanted = desired::routes(&nodes, &args.node);
         // Netlink is blocking: off the async workers.
@@ -91,6 +95,15 @@ async fn main() -> Result<()> {
             }
             Err(e) => {
                 tracing::warn!(error = %e, "updating the routes; retried on the next change or check")
+            }
+        }
+        tokio::select! {
+            _ = changed.notified() => {}
+            _ = resync.tick() => {}
+            _ = &mut watching => bail!("the Node watch ended"),
+            _ = terminate.recv() => {
+                tracing::info!("SIGTERM: stopping; the routes stay");
+                return Ok(());
             }
         }
     }
