@@ -184,15 +184,22 @@ pub fn retry<T>(timeout: Duration, mut attempt: impl FnMut() -> Result<T>) -> Re
 
 /// `GET /` over HTTP/1.0 from this host; returns the status line and the body.
 pub fn http_get(addr: &str) -> Result<(String, String)> {
+    http_get_path(addr, "/")
+}
+
+/// `GET path` over HTTP/1.0 from this host; returns the status line and the body.
+pub fn http_get_path(addr: &str, path: &str) -> Result<(String, String)> {
     let addr: SocketAddr = addr.parse().with_context(|| format!("address {addr}"))?;
     let mut stream = TcpStream::connect_timeout(&addr, Duration::from_secs(3))?;
     stream.set_read_timeout(Some(Duration::from_secs(5)))?;
-    stream.write_all(b"GET / HTTP/1.0\r\nHost: skiff\r\n\r\n")?;
+    stream.write_all(format!("GET {path} HTTP/1.0\r\nHost: skiff\r\n\r\n").as_bytes())?;
     let mut response = Vec::new();
     stream.read_to_end(&mut response)?;
     let response = String::from_utf8_lossy(&response);
+    // The blank line ends the header; a CGI behind busybox httpd ends its lines with \n alone.
     let (head, body) = response
         .split_once("\r\n\r\n")
+        .or_else(|| response.split_once("\n\n"))
         .with_context(|| format!("no HTTP response from {addr}: {response:?}"))?;
     let status = head.lines().next().unwrap_or_default().to_string();
     Ok((status, body.to_string()))

@@ -1,7 +1,8 @@
-//! A real Kubernetes node on skiff, end to end: `scripts/cluster.sh up` brings up etcd, the
-//! control plane, skiffd, the kubelet, kube-proxy and CoreDNS; the walkthrough
-//! (`skiff-cluster-demo`) checks each of the seed's demos as a user sees it; a crashed cluster
-//! comes up again; and `down` leaves nothing behind.
+//! Real Kubernetes nodes on skiff, end to end: `scripts/cluster.sh up` brings up etcd, the
+//! control plane, CoreDNS and two nodes (the second in a network namespace of its own), each
+//! with skiffd, the kubelet, kube-proxy and skiff-routes; the walkthrough
+//! (`skiff-cluster-demo`) checks each of the seed's demos as a user sees it, on one node and
+//! across both; a crashed cluster comes up again; and `down` leaves nothing behind.
 //!
 //! Needs the Kubernetes programs of `scripts/gotools.sh` (the install step of `make test`
 //! builds them). The test cluster has its own directories, ports, interfaces and CIDRs, so it
@@ -17,6 +18,9 @@ const NODE_LINK: &str = "skiff-tnode0";
 const POD_BRIDGE: &str = "skiff-tpods0";
 const NODE_IP: &str = "10.252.0.1";
 const CGROUP_ROOT: &str = "skiff-cluster-test";
+const NODE_NAME: &str = "skiff-test-node";
+/// The second node's network namespace: named after the node by `scripts/cluster.sh`.
+const NODE2_NETNS: &str = "skiff-test-node-2";
 
 fn repo() -> PathBuf {
     Path::new(env!("CARGO_MANIFEST_DIR")).join("..")
@@ -55,7 +59,8 @@ impl TestCluster {
             ),
             ("SKIFF_CLUSTER_RUN_DIR", run_dir.display().to_string()),
             ("SKIFF_BIN", skiff_bin.display().to_string()),
-            ("SKIFF_NODE_NAME", "skiff-test-node".to_string()),
+            ("SKIFF_NODES", "2".to_string()),
+            ("SKIFF_NODE_NAME", NODE_NAME.to_string()),
             ("SKIFF_NODE_LINK", NODE_LINK.to_string()),
             ("SKIFF_NODE_IP", NODE_IP.to_string()),
             ("SKIFF_POD_BRIDGE", POD_BRIDGE.to_string()),
@@ -163,7 +168,11 @@ impl TestCluster {
                 left.push(format!("mount {point}"));
             }
         }
-        for link in [NODE_LINK, POD_BRIDGE] {
+        let netns = Command::new("ip").args(["netns", "list"]).output().unwrap();
+        if String::from_utf8_lossy(&netns.stdout).contains(NODE2_NETNS) {
+            left.push(format!("network namespace {NODE2_NETNS}"));
+        }
+        for link in [NODE_LINK, POD_BRIDGE, &format!("{NODE_LINK}-2")] {
             let out = Command::new("ip")
                 .args(["link", "show", link])
                 .output()
@@ -182,9 +191,11 @@ impl TestCluster {
             }
         }
         for hierarchy in std::fs::read_dir("/sys/fs/cgroup").unwrap().flatten() {
-            let cgroup = hierarchy.path().join(CGROUP_ROOT);
-            if cgroup.exists() {
-                left.push(format!("cgroup {}", cgroup.display()));
+            for root in [CGROUP_ROOT.to_string(), format!("{CGROUP_ROOT}-node2")] {
+                let cgroup = hierarchy.path().join(root);
+                if cgroup.exists() {
+                    left.push(format!("cgroup {}", cgroup.display()));
+                }
             }
         }
         // Any process still running from the cluster's directories (a pod's, a component's).
@@ -261,6 +272,14 @@ fn a_kubernetes_node_on_skiff_runs_the_seed_demos_and_leaves_nothing() {
         "Liveness probe failed",
         "nginx: CPU ",
         "sandbox: gone; network namespace: gone; IP: released; cgroups: gone",
+        // Across nodes: by pod IP, the server sees the client's own pod address (the
+        // walkthrough checks it is the client's), not a node's.
+        "-> hello from hello-1 on skiff-test-node; you are 10.245.",
+        "-> hello from hello-2 on skiff-test-node-2; you are 10.245.",
+        &format!("curl http://{NODE_IP}:30081/cgi-bin/hello  (from the host)\n    -> hello from"),
+        "curl http://10.252.0.2:30081/cgi-bin/hello  (from the host)\n    -> hello from",
+        " via 10.252.0.2 dev skiff-tnode0",
+        " via 10.252.0.1 dev eth0",
         "Every step answered as expected.",
     ] {
         assert!(stdout.contains(claim), "missing {claim:?} in:\n{stdout}");
@@ -272,8 +291,9 @@ fn a_kubernetes_node_on_skiff_runs_the_seed_demos_and_leaves_nothing() {
     // for its status first and skiffd, which removed it already, answers NotFound. (Under
     // containerd the pod is usually not yet fully stopped then, so the kubelet keeps the latest
     // container and removes nothing twice.)
-    let kubelet_log =
-        std::fs::read_to_string(cluster.cluster_dir().join("logs/kubelet.log")).unwrap();
+    let logs = cluster.cluster_dir().join("logs");
+    let kubelet_log = std::fs::read_to_string(logs.join("kubelet.log")).unwrap()
+        + &std::fs::read_to_string(logs.join("kubelet-2.log")).unwrap();
     let cri_errors: Vec<&str> = kubelet_log
         .lines()
         .filter(|l| l.starts_with('E') && l.contains("rpc error"))

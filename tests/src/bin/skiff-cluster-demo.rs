@@ -5,7 +5,7 @@
 
 use anyhow::{bail, ensure, Context, Result};
 use clap::Parser;
-use skiff_tests::kube::{http_get, retry, title, Cluster, DEFAULT_ENV_FILE};
+use skiff_tests::kube::{http_get, http_get_path, retry, title, Cluster, DEFAULT_ENV_FILE};
 use std::io::{BufRead, BufReader, Read, Write};
 use std::path::{Path, PathBuf};
 use std::process::{Child, Stdio};
@@ -83,6 +83,18 @@ impl Demo {
             "the node's runtime is {runtime}"
         );
 
+        let two_nodes = c.var("NODES").unwrap_or("1") != "1";
+        let second = c
+            .var("NODE_NAMES")
+            .ok()
+            .and_then(|n| n.split_whitespace().nth(1).map(str::to_string));
+        if let (true, Some(second)) = (two_nodes, &second) {
+            step(&format!(
+                "kubectl cordon {second}  (the one-node demos stay on {node})"
+            ));
+            saw(c.kubectl(&["cordon", second])?.trim());
+        }
+
         self.run_nginx()?;
         self.multi_container()?;
         self.three_pods()?;
@@ -91,6 +103,11 @@ impl Demo {
         self.liveness()?;
         self.resource_metrics()?;
         self.delete_nginx()?;
+        if let (true, Some(second)) = (two_nodes, &second) {
+            step(&format!("kubectl uncordon {second}"));
+            saw(c.kubectl(&["uncordon", second])?.trim());
+            self.cross_node()?;
+        }
         Ok(())
     }
 
@@ -432,9 +449,111 @@ impl Demo {
         Ok(())
     }
 
+    /// Pods on different nodes (a cluster with NODES=2): by IP with no NAT between them, a
+    /// Service with a backend on each node by name from either node, a NodePort on either
+    /// node's address, and the routes that carry it all.
+    fn cross_node(&self) -> Result<()> {
+        let c = &self.cluster;
+        let names: Vec<&str> = c.var("NODE_NAMES")?.split_whitespace().collect();
+        let ips: Vec<&str> = c.var("NODE_IPS")?.split_whitespace().collect();
+        ensure!(names.len() >= 2 && ips.len() >= 2, "two nodes are needed");
+        step("kubectl get nodes  (two nodes, each with its own pod network)");
+        for name in &names {
+            let cidr = c.get(&format!("node {name}"), "{.spec.podCIDR}")?;
+            let ip = c.get(
+                &format!("node {name}"),
+                "{.status.addresses[?(@.type==\"InternalIP\")].address}",
+            )?;
+            saw(format!("{name}: address {ip}, pods {cidr}"));
+        }
+
+        step("kubectl apply -f examples/cross-node.yaml  (hello-1 on node 1, hello-2 and client-2 on node 2)");
+        let manifest = std::fs::read_to_string(self.examples.join("cross-node.yaml"))?
+            .replace("@NODE1@", names[0])
+            .replace("@NODE2@", names[1]);
+        c.kubectl_with_input(&["apply", "-f", "-"], &manifest)?;
+        let mut ips_of = std::collections::HashMap::new();
+        for pod in ["hello-1", "hello-2", "client-2"] {
+            c.wait_ready(pod, READY)?;
+            ips_of.insert(pod, c.get(&format!("pod {pod}"), "{.status.podIP}")?);
+        }
+        saw(format!(
+            "hello-1 {} on {}, hello-2 {} and client-2 {} on {}",
+            ips_of["hello-1"], names[0], ips_of["hello-2"], ips_of["client-2"], names[1]
+        ));
+
+        // Across nodes by pod IP: the server sees the client's own pod address.
+        for (from, to) in [("client-2", "hello-1"), ("hello-1", "hello-2")] {
+            let url = format!("http://{}:8080/cgi-bin/hello", ips_of[to]);
+            step(&format!("kubectl exec {from} -- wget -qO- {url}"));
+            let answer = retry(Duration::from_secs(30), || {
+                c.exec(from, None, &["wget", "-qO-", &url])
+            })?;
+            saw(format!("-> {}", answer.trim()));
+            ensure!(
+                answer.contains(&format!("hello from {to}"))
+                    && answer.contains(&format!("you are {}", ips_of[from])),
+                "{to} answered {answer:?}: not from {to}, or the client's address was rewritten"
+            );
+        }
+
+        // The Service by name from a pod on each node: both backends answer in time.
+        for from in ["client-2", "hello-1"] {
+            step(&format!("kubectl exec {from} -- wget -qO- http://hello/cgi-bin/hello  (until both backends answered)"));
+            let mut seen = std::collections::BTreeSet::new();
+            let deadline = Instant::now() + Duration::from_secs(60);
+            while seen.len() < 2 && Instant::now() < deadline {
+                if let Ok(answer) =
+                    c.exec(from, None, &["wget", "-qO-", "http://hello/cgi-bin/hello"])
+                {
+                    if let Some(line) = answer.lines().find(|l| l.starts_with("hello from")) {
+                        if seen.insert(line.split(';').next().unwrap_or(line).to_string()) {
+                            saw(format!("-> {}", line.trim()));
+                        }
+                    }
+                }
+            }
+            ensure!(seen.len() == 2, "only {seen:?} answered from {from}");
+        }
+
+        // A NodePort on either node's address, from the host.
+        for ip in &ips[..2] {
+            step(&format!(
+                "curl http://{ip}:30081/cgi-bin/hello  (from the host)"
+            ));
+            let body = retry(Duration::from_secs(30), || {
+                let (status, body) = http_get_path(&format!("{ip}:30081"), "/cgi-bin/hello")?;
+                ensure!(status.contains(" 200 "), "{status}");
+                Ok(body)
+            })?;
+            saw(format!("-> {}", body.trim()));
+        }
+
+        step("ip route  (on each node: the other node's pods, through its address)");
+        // Node 2 is a network namespace named after the node (scripts/cluster.sh).
+        for (node, name) in [(None, names[0]), (Some(names[1]), names[1])] {
+            let mut cmd = std::process::Command::new("ip");
+            if let Some(netns) = &node {
+                cmd.args(["-n", netns]);
+            }
+            let out = cmd.args(["route", "show", "proto", "83"]).output()?;
+            let routes = String::from_utf8_lossy(&out.stdout).trim().to_string();
+            saw(format!("{name}: {routes}"));
+            ensure!(routes.contains(" via "), "no skiff-routes route on {name}");
+        }
+        Ok(())
+    }
+
     /// Removes what the walkthrough made (also after a failed step).
     fn clean_up(&self) {
         let c = &self.cluster;
+        if let Some(second) = c
+            .var("NODE_NAMES")
+            .ok()
+            .and_then(|n| n.split_whitespace().nth(1))
+        {
+            let _ = c.kubectl(&["uncordon", second]);
+        }
         let _ = c.kubectl(&[
             "delete",
             "--ignore-not-found",
@@ -454,6 +573,16 @@ impl Demo {
             "pod-c",
             "shell",
             "liveness",
+            "hello-1",
+            "hello-2",
+            "client-2",
+        ]);
+        let _ = c.kubectl(&[
+            "delete",
+            "--ignore-not-found",
+            "--wait=false",
+            "service/hello",
+            "service/hello-nodeport",
         ]);
     }
 }
