@@ -8,6 +8,9 @@
 #   scripts/cluster.sh up      # bring the cluster up (or find it up); prints KUBECONFIG
 #   scripts/cluster.sh down    # remove every process, pod, interface, table, mount and file
 #   scripts/cluster.sh status  # which parts are running, and where their logs are
+#   scripts/cluster.sh node N stop|start
+#                              # node N ≥ 2 crashes (processes killed, namespace deleted) or
+#                              # comes back afresh
 #   scripts/cluster.sh runtime containerd|skiff [evented-pleg]
 #                              # the node's runtime: skiff, or containerd 1.6 + runc + the
 #                              # reference CNI plugins for comparison (the benchmark's peer);
@@ -712,6 +715,56 @@ runtime_has_ready_pod() {
   [ -n "$(cri_on "$(runtime_socket "$1")" pods --name "$2" --state ready -q 2>/dev/null)" ]
 }
 
+# --- a node that goes away and comes back ---------------------------------------------------
+
+# The processes in node N's network namespace, and those in its pods' cgroups.
+node_processes() {
+  node_env "$1"
+  local netns proc hierarchy
+  netns=$(stat -L -c %i "/run/netns/$N_NETNS" 2>/dev/null) || true
+  for proc in /proc/[0-9]*; do
+    [ -n "$netns" ] && [ "$(stat -L -c %i "$proc/ns/net" 2>/dev/null)" = "$netns" ] && echo "${proc#/proc/}"
+  done
+  for hierarchy in $(cgroup_hierarchies); do
+    find "$hierarchy/$N_CGROUP" -name cgroup.procs -exec cat {} + 2>/dev/null || true
+  done
+}
+
+# A node's crash: everything of node N ≥ 2 is killed and its namespace deleted, as a machine
+# that loses power; its Node object stays until someone deletes it.
+node_stop() {
+  [ "${1:-}" -ge 2 ] 2>/dev/null || die "node N: N must be 2 or more (node 1 is this host)"
+  node_env "$1"
+  local c pid mount dir
+  for c in "${NODE_COMPONENTS[@]}"; do rm -f "$PIDS/$c$N_SUFFIX.pid"; done
+  for pid in $(node_processes "$1" | sort -u); do kill -9 "$pid" 2>/dev/null || true; done
+  sleep 0.5
+  for dir in "$N_DIR" "$N_RUN"; do
+    awk -v d="$dir/" 'index($2, d) == 1 { print $2 }' /proc/self/mounts | sort -r |
+      while read -r mount; do umount -l "$mount" 2>/dev/null || true; done
+  done
+  ip netns del "$N_NETNS" 2>/dev/null || true
+  local hierarchy
+  for hierarchy in $(cgroup_hierarchies); do
+    [ -d "$hierarchy/$N_CGROUP" ] && find "$hierarchy/$N_CGROUP" -depth -type d -exec rmdir {} + 2>/dev/null
+  done
+  rm -rf "$N_DIR" "$N_RUN"
+  say "node $N_NAME stopped (its Node object remains: kubectl delete node $N_NAME)"
+}
+
+# Node N comes back, afresh: a new namespace, new state, a new registration.
+node_start() {
+  [ "${1:-}" -ge 2 ] 2>/dev/null && [ "$1" -le "$(nodes_up)" ] ||
+    die "node N: N must be one of this cluster's nodes 2..$(nodes_up)"
+  node_env "$1"
+  running "kubelet$N_SUFFIX" && die "node $N_NAME is running"
+  prepare_node "$1"
+  start_skiffd "$1"
+  start_kubelet "$1"
+  start_kube_proxy "$1"
+  start_routes "$1"
+}
+
 # --- up, down, status -----------------------------------------------------------------------
 
 check_tools() {
@@ -833,5 +886,12 @@ case ${1:-} in
   down) down ;;
   status) status ;;
   runtime) switch_runtime "${2:-}" "${3:-}" ;;
-  *) echo "usage: $0 up|down|status|runtime containerd|skiff" >&2; exit 2 ;;
+  node)
+    case ${3:-} in
+      stop) node_stop "${2:-}" ;;
+      start) node_start "${2:-}" ;;
+      *) die "usage: $0 node N stop|start" ;;
+    esac
+    ;;
+  *) echo "usage: $0 up|down|status|runtime containerd|skiff [evented-pleg]|node N stop|start" >&2; exit 2 ;;
 esac

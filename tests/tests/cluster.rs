@@ -101,8 +101,13 @@ impl TestCluster {
 
     /// `scripts/cluster.sh VERB` with this cluster's settings.
     fn script(&self, verb: &str) -> Output {
+        self.script_args(&[verb])
+    }
+
+    /// `scripts/cluster.sh ARGS…` with this cluster's settings.
+    fn script_args(&self, args: &[&str]) -> Output {
         Command::new(repo().join("scripts/cluster.sh"))
-            .arg(verb)
+            .args(args)
             .envs(self.env.iter().map(|(k, v)| (k, v)))
             .output()
             .expect("run scripts/cluster.sh")
@@ -222,6 +227,95 @@ impl Drop for TestCluster {
     }
 }
 
+/// skiff-routes' routes in a network namespace (`None`: this host's), as `ip route` shows them.
+fn routes(netns: Option<&str>) -> String {
+    let mut cmd = Command::new("ip");
+    if let Some(netns) = netns {
+        cmd.args(["-n", netns]);
+    }
+    let out = cmd.args(["route", "show", "proto", "83"]).output().unwrap();
+    String::from_utf8_lossy(&out.stdout).into_owned()
+}
+
+/// Node 2 crashes (processes killed, namespace deleted) and its Node object is deleted, as an
+/// administrator or a cloud's node controller does: node 1 withdraws its route and its pods
+/// keep working. Node 2 comes back: the routes return both ways and pods across nodes reach
+/// each other again.
+fn node_goes_away_and_comes_back(cluster: &TestCluster) {
+    use skiff_tests::kube::{http_get, retry};
+    use std::time::Duration;
+    let kube =
+        skiff_tests::kube::Cluster::from_env_file(&cluster.cluster_dir().join("cluster.env"))
+            .unwrap();
+    let node2 = format!("{NODE_NAME}-2");
+    let web = |name: &str, node: &str| {
+        format!(
+            "apiVersion: v1\nkind: Pod\nmetadata: {{name: {name}}}\nspec:\n  nodeName: {node}\n  \
+             containers:\n  - name: web\n    image: busybox\n    command: [sh, -c, \"mkdir -p /w && \
+             echo {name} > /w/index.html && exec httpd -f -p 8080 -h /w\"]\n"
+        )
+    };
+    kube.kubectl_with_input(&["apply", "-f", "-"], &web("stay", NODE_NAME))
+        .unwrap();
+    kube.wait_ready("stay", Duration::from_secs(120)).unwrap();
+    let stay_ip = kube.get("pod stay", "{.status.podIP}").unwrap();
+    assert!(
+        routes(None).contains(" via 10.252.0.2 "),
+        "{}",
+        routes(None)
+    );
+
+    let out = cluster.script_args(&["node", "2", "stop"]);
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    kube.kubectl(&["delete", "node", &node2]).unwrap();
+    retry(Duration::from_secs(30), || {
+        let left = routes(None);
+        anyhow::ensure!(left.trim().is_empty(), "route still there: {left}");
+        Ok(())
+    })
+    .expect("node 1 withdraws the route to the deleted node's pods");
+    let (_, body) = http_get(&format!("{stay_ip}:8080")).unwrap();
+    assert_eq!(body.trim(), "stay", "node 1's pods keep working");
+
+    let out = cluster.script_args(&["node", "2", "start"]);
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    retry(Duration::from_secs(60), || {
+        let (here, there) = (routes(None), routes(Some(NODE2_NETNS)));
+        anyhow::ensure!(
+            here.contains(" via 10.252.0.2 ") && there.contains(" via 10.252.0.1 "),
+            "routes not back: {here:?} / {there:?}"
+        );
+        Ok(())
+    })
+    .expect("both nodes route to each other's pods again");
+    kube.kubectl_with_input(&["apply", "-f", "-"], &web("back", &node2))
+        .unwrap();
+    kube.wait_ready("back", Duration::from_secs(120)).unwrap();
+    let answer = retry(Duration::from_secs(30), || {
+        kube.exec(
+            "back",
+            None,
+            &["wget", "-qO-", &format!("http://{stay_ip}:8080/")],
+        )
+    })
+    .unwrap();
+    assert_eq!(
+        answer.trim(),
+        "stay",
+        "a pod on the returned node reaches node 1's pod"
+    );
+    kube.kubectl(&["delete", "pod", "stay", "back", "--grace-period=1"])
+        .unwrap();
+}
+
 /// kube-proxy's tables exist while any cluster on this host runs.
 fn another_cluster_is_up() -> bool {
     Command::new("nft")
@@ -307,6 +401,8 @@ fn a_kubernetes_node_on_skiff_runs_the_seed_demos_and_leaves_nothing() {
         "the kubelet logged errors from skiffd:\n{}",
         cri_errors.join("\n")
     );
+
+    node_goes_away_and_comes_back(&cluster);
 
     // A crash: the kubelet and skiffd die with the cluster's pods still there. `up` again
     // finds the cluster broken, takes it down and brings it up again.
