@@ -19,7 +19,7 @@
 #
 # Knobs (environment): ITERATIONS (20), EXEC_ITERATIONS (20), MEMORY_PODS (30),
 # CONCURRENT (10,50,100), ROUNDS (1), CNI_PODS (20), KUBELET_ROUNDS (3), KUBELET_SINGLES (5),
-# KUBELET_BATCH (30), SKIP (e.g. memory,concurrent,kubelet), KEEP_WORK=1,
+# KUBELET_BATCH (30), SKIP (e.g. memory,concurrent,kubelet,nodes), KEEP_WORK=1,
 # SKIP_BUILD=1 (use the release binaries already in target/release), TRACE=0 (no chain trace).
 set -euo pipefail
 
@@ -61,7 +61,7 @@ fi
 # --- peers and tools ----------------------------------------------------------------------
 missing=()
 for pkg in containerd runc containernetworking-plugins docker-registry skopeo busybox-static \
-  nftables iptables iproute2 libseccomp-dev; do
+  nftables iptables iproute2 libseccomp-dev iperf3 iputils-ping bc jq; do
   dpkg -s "$pkg" >/dev/null 2>&1 || missing+=("$pkg")
 done
 if [ ${#missing[@]} -gt 0 ]; then
@@ -377,6 +377,12 @@ if ! skipped kubelet; then
     cluster_up=""
   fi
 fi
+rm -f "$results/nodes.md"
+if ! skipped nodes; then
+  log "nodes: pods on two nodes against one (scripts/bench-nodes.sh)"
+  # It sets every cluster setting of its own (names, ports, CIDRs).
+  SKIFF_BIN=$release "$repo/scripts/bench-nodes.sh" "$results/nodes.md" >/dev/null
+fi
 echo "- load average after: $(cut -d' ' -f1-3 /proc/loadavg)" >>"$results/machine.md"
 
 {
@@ -397,6 +403,11 @@ echo "- load average after: $(cut -d' ' -f1-3 /proc/loadavg)" >>"$results/machin
     echo
     echo "## One kubelet v1.37 driving each runtime in turn (min / **median** / p90 / max)"
     cat "$results/kubelet.md"
+  fi
+  if [ -f "$results/nodes.md" ]; then
+    echo
+    echo "## Pods across two nodes (skiff-routes) against one node"
+    cat "$results/nodes.md"
   fi
   if [ -f "$results/chain.txt" ]; then
     echo
