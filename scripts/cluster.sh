@@ -668,7 +668,8 @@ stop_containerd() {
   # Shims outlive containerd by design; theirs name our socket.
   local proc
   for proc in /proc/[0-9]*; do
-    tr '\0' ' ' <"$proc/cmdline" 2>/dev/null | grep -qF "$CTR_SOCKET" && kill -9 "${proc#/proc/}" 2>/dev/null
+    { tr '\0' ' ' <"$proc/cmdline"; } 2>/dev/null | grep -qF "$CTR_SOCKET" &&
+      { kill -9 "${proc#/proc/}" 2>/dev/null || true; }
   done
   ip link del "$CTR_BRIDGE" 2>/dev/null || true
 }
