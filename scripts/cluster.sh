@@ -19,8 +19,8 @@
 #
 # The Kubernetes programs come from scripts/gotools.sh, skiff's from target/release (make
 # release). Everything the cluster makes lives under $CLUSTER_DIR and $RUN_DIR, on the
-# interfaces $NODE_LINK and $POD_BRIDGE, in the cgroup $CGROUP_ROOT, and in nftables tables
-# that `down` removes. Each setting below can be overridden from the environment (the tests run
+# interfaces $NODE_LINK and $POD_BRIDGE, in the cgroups $CGROUP_ROOT and $CGROUP_ROOT-nodeN,
+# in the network namespaces of nodes 2… and in nftables tables, all of which `down` removes. Each setting below can be overridden from the environment (the tests run
 # a second cluster that way, with their own names and ports).
 set -euo pipefail
 
