@@ -94,6 +94,61 @@ impl Target {
         self.runtime.clone()
     }
 
+    /// One of the calls a kubelet makes all the time, by name (`ImageStatus`, `ListImages`,
+    /// `PodSandboxStatus`, `ContainerStatus`, `ListPodSandbox`, `ListContainers`), about `pod`,
+    /// its `container` and `image`.
+    pub async fn poll(&self, call: &str, pod: &str, container: &str, image: &str) -> Result<()> {
+        let image = Some(cri::ImageSpec {
+            image: image.into(),
+            ..Default::default()
+        });
+        match call {
+            "ImageStatus" => drop(
+                self.images
+                    .clone()
+                    .image_status(cri::ImageStatusRequest {
+                        image,
+                        verbose: false,
+                    })
+                    .await?,
+            ),
+            "ListImages" => drop(
+                self.images
+                    .clone()
+                    .list_images(cri::ListImagesRequest::default())
+                    .await?,
+            ),
+            "PodSandboxStatus" => drop(
+                self.rt()
+                    .pod_sandbox_status(cri::PodSandboxStatusRequest {
+                        pod_sandbox_id: pod.into(),
+                        verbose: false,
+                    })
+                    .await?,
+            ),
+            "ContainerStatus" => drop(
+                self.rt()
+                    .container_status(cri::ContainerStatusRequest {
+                        container_id: container.into(),
+                        verbose: false,
+                    })
+                    .await?,
+            ),
+            "ListPodSandbox" => drop(
+                self.rt()
+                    .list_pod_sandbox(cri::ListPodSandboxRequest::default())
+                    .await?,
+            ),
+            "ListContainers" => drop(
+                self.rt()
+                    .list_containers(cri::ListContainersRequest::default())
+                    .await?,
+            ),
+            other => anyhow::bail!("no call {other}"),
+        }
+        Ok(())
+    }
+
     /// PullImage, unless the runtime already has it.
     pub async fn ensure_image(&self, image: &str) -> Result<()> {
         let spec = Some(cri::ImageSpec {

@@ -63,6 +63,7 @@ enum Cmd {
 enum Scenario {
     Latency,
     Exec,
+    Poll,
     Memory,
     Concurrent,
 }
@@ -219,6 +220,10 @@ async fn measure(
     if wants(Scenario::Exec) {
         eprintln!("ExecSync, {} calls per runtime", args.exec_iterations);
         scenarios::exec_latency(targets, &args.image, args.exec_iterations, report).await?;
+    }
+    if wants(Scenario::Poll) {
+        eprintln!("polled calls, {} rounds", args.iterations);
+        scenarios::poll_latency(targets, &args.image, args.iterations, report).await?;
     }
     if wants(Scenario::Memory) {
         eprintln!("memory, {} pods", args.memory_pods);

@@ -173,6 +173,46 @@ pub async fn exec_latency(
 /// Memory of the daemon plus its per-pod helpers with `pods` running pods, divided by `pods`.
 /// Runtimes are measured one after the other: memory does not suffer from timing noise, and
 /// having only one runtime's pods up keeps the process table unambiguous.
+/// The calls a kubelet polls (its pod workers, the PLEG relist, image GC), on one running pod
+/// per runtime, each timed on its own.
+pub async fn poll_latency(
+    targets: &[Target],
+    image: &str,
+    iterations: usize,
+    report: &mut Report,
+) -> Result<()> {
+    const CALLS: [&str; 6] = [
+        "ImageStatus",
+        "ListImages",
+        "PodSandboxStatus",
+        "ContainerStatus",
+        "ListPodSandbox",
+        "ListContainers",
+    ];
+    let mut running = Vec::new();
+    for target in targets {
+        let config = target.pod_config("poll")?;
+        let pod = target.run_pod(&config).await?;
+        let container = target.create_container(&pod, &config, image, SLEEP).await?;
+        target.start_container(&container).await?;
+        running.push((pod, container));
+    }
+    for i in 0..iterations {
+        for call in CALLS {
+            for t in order(targets, i) {
+                let (pod, container) = &running[t];
+                let started = Instant::now();
+                targets[t].poll(call, pod, container, image).await?;
+                report.add(call, Unit::Millis, None, t, ms(started.elapsed()));
+            }
+        }
+    }
+    for (target, (pod, _)) in targets.iter().zip(&running) {
+        target.delete_pod(pod).await?;
+    }
+    Ok(())
+}
+
 pub async fn memory_per_pod(
     targets: &[Target],
     image: &str,
